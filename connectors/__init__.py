@@ -1,0 +1,3 @@
+"""c360 connectors: the SDK and one package per vendor."""
+
+from __future__ import annotations

@@ -1,0 +1,4 @@
+"""Contract test kit for connectors: a pytest plugin and its helpers."""
+
+from __future__ import annotations
+

@@ -1,0 +1,398 @@
+"""The seeded, deterministic "world" every vendor sandbox serves.
+
+One world holds N people consistent across the four systems (same person by
+email in CRM, ticketing, billing and marketing) and B2B organizations, some
+with parents, with the mess real data has:
+
+* a few percent of people missing from each system;
+* email case and whitespace differences between systems;
+* a duplicate billing customer here and there (same email, two records).
+
+Everything derives from ``random.Random(seed)`` and a fixed epoch, never the
+wall clock, so the same ``(customers, seed)`` always yields the same world.
+Vendor-neutral here; each ``connectors/<vendor>/sandbox.py`` renders it in its
+vendor's JSON shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = [
+    "EPOCH",
+    "BillingAccount",
+    "Membership",
+    "SupportTicket",
+    "World",
+    "WorldInvoice",
+    "WorldOrg",
+    "WorldPerson",
+    "WorldSubscription",
+    "mailchimp_hash",
+]
+
+# The world's "now": fixed so that output is reproducible.
+EPOCH = datetime(2026, 6, 1, tzinfo=UTC)
+
+_FIRST = (
+    "Ada Alan Amara Ana Arjun Ben Bianca Carlos Chen Chloe Dara David Elena Emeka Erik Fatima "
+    "Grace Hana Hugo Ines Ivan Jamal Jin Julia Kai Kenji Lara Leo Lina Luca Maya Mei Mohamed "
+    "Nadia Noah Nora Omar Priya Rafael Rosa Sam Sara Sofia Tariq Tomas Uma Vera Yara Yusuf Zoe"
+).split()
+_LAST = (
+    "Abe Adeyemi Alvarez Bauer Chen Costa Dubois Eriksen Fischer Garcia Haddad Ito Jansen Kim "
+    "Kowalski Larsen Lopez Mehta Moreau Nakamura Novak Okafor Ortiz Patel Petrov Quinn Rossi "
+    "Sato Schmidt Silva Singh Tanaka Torres Ueda Varga Wagner Weber Xu Yilmaz Zhang"
+).split()
+_ORG_WORDS = (
+    "Acme Apex Atlas Beacon Blue Cedar Cobalt Delta Ember Falcon Granite Harbor Helix Indigo "
+    "Juniper Keystone Lumen Maple Meridian Nimbus Northwind Orbit Pioneer Quartz Redwood Summit "
+    "Tidal Umbra Vertex Willow Zenith"
+).split()
+_ORG_SUFFIX = ("Labs", "Systems", "Logistics", "Health", "Foods", "Energy", "Capital", "Works")
+_INDUSTRIES = (
+    "Technology", "Healthcare", "Retail", "Manufacturing", "Finance", "Energy", "Education",
+    "Transportation",
+)
+_TITLES = (
+    "CEO", "CTO", "VP Sales", "Head of Support", "Engineer", "Product Manager", "Buyer",
+    "Operations Lead", "Analyst", None,
+)
+_SUBJECTS = (
+    "Cannot log in", "Invoice question", "Feature request: export", "Password reset not arriving",
+    "API returns 500", "Upgrade plan", "Cancel subscription", "Data import stuck",
+    "Billing address change", "SSO setup help",
+)
+_PLANS = (("Starter", 1900, "month"), ("Growth", 4900, "month"), ("Scale", 49000, "year"),
+          ("Enterprise", 199000, "year"))
+_LISTS = (("a1b2c3d4e5", "Newsletter"), ("f6e5d4c3b2", "Product updates"))
+_CHANNELS = ("Email", "Direct Mail", "Customized Online Advertising")
+_B62 = string.digits + string.ascii_letters
+
+
+def mailchimp_hash(email: str) -> str:
+    """Mailchimp's subscriber hash: md5 of the lower-cased address."""
+    return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class WorldOrg:
+    index: int
+    crm_id: str
+    name: str
+    industry: str
+    domain: str
+    parent: int | None
+    updated_at: datetime
+
+
+@dataclass
+class SupportTicket:
+    id: int
+    subject: str
+    status: str
+    priority: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class WorldSubscription:
+    id: str
+    status: str
+    plan: str
+    price_id: str
+    amount: int
+    currency: str
+    interval: str
+    created: datetime
+    current_period_end: datetime
+
+
+@dataclass
+class WorldInvoice:
+    id: str
+    status: str
+    amount_due: int
+    amount_paid: int
+    currency: str
+    created: datetime
+    subscription: str | None
+
+
+@dataclass
+class BillingAccount:
+    id: str
+    email: str  # as stored by the billing system: may differ in case/padding
+    name: str
+    phone: str | None
+    created: datetime
+    crm_id: str | None  # metadata link some billing records carry
+    subscriptions: list[WorldSubscription] = field(default_factory=list)
+    invoices: list[WorldInvoice] = field(default_factory=list)
+
+
+@dataclass
+class Membership:
+    list_id: str
+    list_name: str
+    status: str
+    last_changed: datetime
+    consents: dict[str, bool]
+    avg_open_rate: float
+    avg_click_rate: float
+    activity: list[dict[str, Any]]
+
+
+@dataclass
+class WorldPerson:
+    index: int
+    first_name: str
+    last_name: str
+    email: str  # canonical: trimmed, lower-case
+    phone: str
+    title: str | None
+    org: int | None
+    # Per system: None means "not in that system".
+    crm_id: str | None = None
+    crm_email: str | None = None
+    crm_updated: datetime | None = None
+    zendesk_id: int | None = None
+    zendesk_email: str | None = None
+    zendesk_updated: datetime | None = None
+    tickets: list[SupportTicket] = field(default_factory=list)
+    billing: list[BillingAccount] = field(default_factory=list)
+    mailchimp_email: str | None = None
+    memberships: list[Membership] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+    @property
+    def in_all(self) -> bool:
+        return bool(self.crm_id and self.zendesk_id and self.billing and self.memberships)
+
+
+class World:
+    """N people, their organizations, and every system's view of them."""
+
+    def __init__(self, customers: int = 1000, seed: int = 42) -> None:
+        if customers < 1:
+            raise ValueError("a world needs at least one customer")
+        self.customers = customers
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self.orgs: list[WorldOrg] = self._make_orgs(max(4, customers // 8))
+        self.people: list[WorldPerson] = [self._make_person(i) for i in range(customers)]
+        self._index()
+
+    # ------------------------------------------------------------------ build
+    def _id(self, prefix: str, length: int) -> str:
+        return prefix + "".join(self._rng.choice(_B62) for _ in range(length))
+
+    def _when(self, max_days: int) -> datetime:
+        return EPOCH - timedelta(seconds=self._rng.randrange(max_days * 86400))
+
+    def _make_orgs(self, count: int) -> list[WorldOrg]:
+        orgs: list[WorldOrg] = []
+        for i in range(count):
+            word = _ORG_WORDS[i % len(_ORG_WORDS)]
+            suffix = _ORG_SUFFIX[(i // len(_ORG_WORDS)) % len(_ORG_SUFFIX)]
+            name = f"{word} {suffix}" + (f" {i // 256 + 1}" if i >= 256 else "")
+            slug = name.lower().replace(" ", "")
+            # About a fifth of organizations roll up into an earlier one.
+            parent = self._rng.randrange(i) if i > 3 and self._rng.random() < 0.2 else None
+            orgs.append(
+                WorldOrg(
+                    index=i,
+                    crm_id=self._id("001", 15),
+                    name=name,
+                    industry=self._rng.choice(_INDUSTRIES),
+                    domain=f"{slug}.example",
+                    parent=parent,
+                    updated_at=self._when(400),
+                )
+            )
+        return orgs
+
+    def _mess(self, email: str, person: WorldPerson, system: str, rate: float) -> str:
+        """Return the address as ``system`` stores it, sometimes messier."""
+        roll = self._rng.random()
+        if roll < rate:
+            person.anomalies.append(f"email_case:{system}")
+            local, _, host = email.partition("@")
+            return f"{local.title()}@{host.upper()}"
+        if roll < rate * 1.5:
+            person.anomalies.append(f"email_whitespace:{system}")
+            return f" {email} "
+        return email
+
+    def _make_person(self, i: int) -> WorldPerson:
+        rng = self._rng
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        org = rng.randrange(len(self.orgs)) if rng.random() < 0.7 else None
+        host = self.orgs[org].domain if org is not None else rng.choice(("mail.example", "inbox.example"))
+        email = f"{first}.{last}.{i}@{host}".lower()
+        p = WorldPerson(
+            index=i,
+            first_name=first,
+            last_name=last,
+            email=email,
+            phone=f"+1415555{i % 10000:04d}",
+            title=rng.choice(_TITLES),
+            org=org,
+        )
+        missing = {s for s, rate in (("salesforce", 0.03), ("zendesk", 0.05), ("stripe", 0.06),
+                                     ("mailchimp", 0.05)) if rng.random() < rate}
+        # The first people are complete in every system, so demos and tests
+        # always have an obvious "in all four" customer to start from.
+        if i < 5:
+            missing = set()
+        for system in sorted(missing):
+            p.anomalies.append(f"missing:{system}")
+        if "salesforce" not in missing:
+            p.crm_id = self._id("003", 15)
+            p.crm_email = self._mess(email, p, "salesforce", 0.08)
+            p.crm_updated = self._when(300)
+        if "zendesk" not in missing:
+            # Zendesk lower-cases addresses itself, so no case mess there.
+            p.zendesk_id = 360_000_000_000 + i * 7 + 3
+            p.zendesk_email = email
+            p.zendesk_updated = self._when(200)
+            p.tickets = [self._make_ticket(p.zendesk_id, n) for n in range(rng.randrange(0, 6))]
+        if "stripe" not in missing:
+            p.billing.append(self._make_billing(p, email))
+            if rng.random() < 0.02:
+                p.anomalies.append("duplicate:stripe")
+                p.billing.append(self._make_billing(p, email, duplicate=True))
+        if "mailchimp" not in missing:
+            p.mailchimp_email = self._mess(email, p, "mailchimp", 0.05)
+            lists = _LISTS if rng.random() < 0.4 else _LISTS[:1]
+            p.memberships = [self._make_membership(list_id, list_name) for list_id, list_name in lists]
+        return p
+
+    def _make_ticket(self, requester: int, n: int) -> SupportTicket:
+        created = self._when(365)
+        return SupportTicket(
+            id=requester % 1_000_000 * 10 + n,
+            subject=self._rng.choice(_SUBJECTS),
+            status=self._rng.choice(("new", "open", "pending", "hold", "solved", "closed")),
+            priority=self._rng.choice(("low", "normal", "high", "urgent")),
+            created_at=created,
+            updated_at=min(EPOCH, created + timedelta(hours=self._rng.randrange(1, 500))),
+        )
+
+    def _make_billing(self, p: WorldPerson, email: str, *, duplicate: bool = False) -> BillingAccount:
+        rng = self._rng
+        stored = self._mess(email, p, "stripe", 0.06) if not duplicate else email.upper()
+        account = BillingAccount(
+            id=self._id("cus_", 14),
+            email=stored,
+            name=p.name,
+            phone=p.phone if rng.random() < 0.6 else None,
+            created=self._when(900),
+            crm_id=p.crm_id if p.crm_id and rng.random() < 0.5 else None,
+        )
+        if not duplicate:
+            for _ in range(rng.choice((0, 1, 1, 1, 2))):
+                plan, amount, interval = rng.choice(_PLANS)
+                created = self._when(700)
+                period = timedelta(days=30 if interval == "month" else 365)
+                account.subscriptions.append(
+                    WorldSubscription(
+                        id=self._id("sub_", 14),
+                        status=rng.choice(("active", "active", "active", "trialing", "past_due", "canceled")),
+                        plan=plan,
+                        price_id=f"price_{plan.lower()}_{interval}",
+                        amount=amount,
+                        currency="usd",
+                        interval=interval,
+                        created=created,
+                        current_period_end=EPOCH + timedelta(days=rng.randrange(1, period.days)),
+                    )
+                )
+        for n in range(rng.randrange(0, 7)):
+            sub = account.subscriptions[n % len(account.subscriptions)] if account.subscriptions else None
+            due = sub.amount if sub else rng.choice((500, 2500, 9900))
+            status = rng.choice(("paid", "paid", "paid", "open", "void", "uncollectible"))
+            account.invoices.append(
+                WorldInvoice(
+                    id=self._id("in_", 14),
+                    status=status,
+                    amount_due=due,
+                    amount_paid=due if status == "paid" else 0,
+                    currency="usd",
+                    created=self._when(700),
+                    subscription=sub.id if sub else None,
+                )
+            )
+        account.invoices.sort(key=lambda inv: inv.created, reverse=True)
+        return account
+
+    def _make_membership(self, list_id: str, list_name: str) -> Membership:
+        rng = self._rng
+        status = rng.choice(("subscribed", "subscribed", "subscribed", "unsubscribed", "cleaned", "pending"))
+        changed = self._when(500)
+        activity = [
+            {
+                "action": rng.choice(("open", "click", "bounce", "sent")),
+                "timestamp": (changed + timedelta(hours=rng.randrange(1, 2000))).isoformat(),
+                "campaign_id": self._id("", 10).lower(),
+                "title": rng.choice(("Spring launch", "Monthly digest", "Webinar invite", "Renewal reminder")),
+            }
+            for _ in range(rng.randrange(0, 6))
+        ]
+        return Membership(
+            list_id=list_id,
+            list_name=list_name,
+            status=status,
+            last_changed=changed,
+            consents={c: rng.random() < 0.6 for c in _CHANNELS},
+            avg_open_rate=round(rng.random(), 2),
+            avg_click_rate=round(rng.random() * 0.3, 2),
+            activity=activity,
+        )
+
+    # ----------------------------------------------------------------- index
+    def _index(self) -> None:
+        self.by_crm_id = {p.crm_id: p for p in self.people if p.crm_id}
+        self.by_zendesk_id = {p.zendesk_id: p for p in self.people if p.zendesk_id}
+        self.by_org_crm_id = {o.crm_id: o for o in self.orgs}
+        self.billing_by_id: dict[str, tuple[WorldPerson, BillingAccount]] = {
+            b.id: (p, b) for p in self.people for b in p.billing
+        }
+        self.by_mailchimp_hash = {mailchimp_hash(p.email): p for p in self.people if p.memberships}
+        self.by_email = {p.email: p for p in self.people}
+        self.tickets_by_id = {t.id: (p, t) for p in self.people for t in p.tickets}
+
+    # ------------------------------------------------------------- answer key
+    def answer_key(self, person: WorldPerson) -> dict[str, Any]:
+        systems: dict[str, list[str]] = {
+            "salesforce": [person.crm_id] if person.crm_id else [],
+            "zendesk": [str(person.zendesk_id)] if person.zendesk_id else [],
+            "stripe": [b.id for b in person.billing],
+            "mailchimp": [mailchimp_hash(person.email)] if person.memberships else [],
+        }
+        org = self.orgs[person.org] if person.org is not None else None
+        return {
+            "email": person.email,
+            "name": person.name,
+            "phone": person.phone,
+            "systems": systems,
+            "organization": {"salesforce": org.crm_id, "name": org.name} if org else None,
+            "in_all": person.in_all,
+            "anomalies": list(person.anomalies),
+            "counts": {
+                "tickets": len(person.tickets),
+                "subscriptions": sum(len(b.subscriptions) for b in person.billing),
+                "invoices": sum(len(b.invoices) for b in person.billing),
+                "memberships": len(person.memberships),
+            },
+        }
