@@ -115,6 +115,9 @@ class Connector(ABC):
     name: ClassVar[str]
     domain: ClassVar[Domain]
     error_policy: ClassVar[type[ErrorPolicy]] = ErrorPolicy
+    #: How many emails one upstream call of the email lookup answers; 1 where
+    #: the vendor has no multi-value read (the contract kit checks the bound).
+    email_batch_size: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -246,4 +249,3 @@ def group_by(items: Iterable[V], key: Callable[[V], K | None]) -> dict[K, list[V
         if k is not None:
             out.setdefault(k, []).append(item)
     return out
-

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
@@ -58,8 +58,12 @@ class RequestObserver(Protocol):
     def __call__(self, source: str, operation: str, outcome: str, seconds: float) -> None: ...
 
 
-def make_transport(name: TransportName = "aiohttp", *, max_connections: int = 100) -> httpx.AsyncBaseTransport:
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+def make_transport(
+    name: TransportName = "aiohttp", *, max_connections: int = 100
+) -> httpx.AsyncBaseTransport:
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
     if name == "httpcore":
         return httpx.AsyncHTTPTransport(limits=limits)
     if name == "aiohttp":
@@ -115,7 +119,9 @@ class ErrorPolicy:
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         if status >= 500:
-            return UpstreamUnavailable(where, source=self.source, status=status, vendor_detail=detail)
+            return UpstreamUnavailable(
+                where, source=self.source, status=status, vendor_detail=detail
+            )
         if status in (401, 403):
             return UpstreamAuthError(
                 f"{self.source} rejected the gateway's credentials",
@@ -182,9 +188,13 @@ class VendorClient:
                 )
                 body = await response.aread()
             except httpx.TimeoutException as exc:
-                raise UpstreamTimeout(f"{self.source} did not answer in time", source=self.source) from exc
+                raise UpstreamTimeout(
+                    f"{self.source} did not answer in time", source=self.source
+                ) from exc
             except httpx.TransportError as exc:
-                raise UpstreamUnavailable(f"{self.source} could not be reached", source=self.source) from exc
+                raise UpstreamUnavailable(
+                    f"{self.source} could not be reached", source=self.source
+                ) from exc
             error = self.policy.error_for(response)
             if error is not None:
                 raise error
@@ -320,5 +330,3 @@ class OffsetPaginator:
         params[self.offset_param] = offset
         params.setdefault(self.count_param, self.page_size)
         return PageRequest(current.url, params)
-
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "Consent",
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-class Domain(str, Enum):
+class Domain(StrEnum):
     """The four kinds of system a customer 360 reads from."""
 
     CRM = "crm"

@@ -39,37 +39,174 @@ __all__ = [
 # The world's "now": fixed so that output is reproducible.
 EPOCH = datetime(2026, 6, 1, tzinfo=UTC)
 
-_FIRST = (
-    "Ada Alan Amara Ana Arjun Ben Bianca Carlos Chen Chloe Dara David Elena Emeka Erik Fatima "
-    "Grace Hana Hugo Ines Ivan Jamal Jin Julia Kai Kenji Lara Leo Lina Luca Maya Mei Mohamed "
-    "Nadia Noah Nora Omar Priya Rafael Rosa Sam Sara Sofia Tariq Tomas Uma Vera Yara Yusuf Zoe"
-).split()
-_LAST = (
-    "Abe Adeyemi Alvarez Bauer Chen Costa Dubois Eriksen Fischer Garcia Haddad Ito Jansen Kim "
-    "Kowalski Larsen Lopez Mehta Moreau Nakamura Novak Okafor Ortiz Patel Petrov Quinn Rossi "
-    "Sato Schmidt Silva Singh Tanaka Torres Ueda Varga Wagner Weber Xu Yilmaz Zhang"
-).split()
-_ORG_WORDS = (
-    "Acme Apex Atlas Beacon Blue Cedar Cobalt Delta Ember Falcon Granite Harbor Helix Indigo "
-    "Juniper Keystone Lumen Maple Meridian Nimbus Northwind Orbit Pioneer Quartz Redwood Summit "
-    "Tidal Umbra Vertex Willow Zenith"
-).split()
+_FIRST = [
+    "Ada",
+    "Alan",
+    "Amara",
+    "Ana",
+    "Arjun",
+    "Ben",
+    "Bianca",
+    "Carlos",
+    "Chen",
+    "Chloe",
+    "Dara",
+    "David",
+    "Elena",
+    "Emeka",
+    "Erik",
+    "Fatima",
+    "Grace",
+    "Hana",
+    "Hugo",
+    "Ines",
+    "Ivan",
+    "Jamal",
+    "Jin",
+    "Julia",
+    "Kai",
+    "Kenji",
+    "Lara",
+    "Leo",
+    "Lina",
+    "Luca",
+    "Maya",
+    "Mei",
+    "Mohamed",
+    "Nadia",
+    "Noah",
+    "Nora",
+    "Omar",
+    "Priya",
+    "Rafael",
+    "Rosa",
+    "Sam",
+    "Sara",
+    "Sofia",
+    "Tariq",
+    "Tomas",
+    "Uma",
+    "Vera",
+    "Yara",
+    "Yusuf",
+    "Zoe",
+]
+_LAST = [
+    "Abe",
+    "Adeyemi",
+    "Alvarez",
+    "Bauer",
+    "Chen",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jansen",
+    "Kim",
+    "Kowalski",
+    "Larsen",
+    "Lopez",
+    "Mehta",
+    "Moreau",
+    "Nakamura",
+    "Novak",
+    "Okafor",
+    "Ortiz",
+    "Patel",
+    "Petrov",
+    "Quinn",
+    "Rossi",
+    "Sato",
+    "Schmidt",
+    "Silva",
+    "Singh",
+    "Tanaka",
+    "Torres",
+    "Ueda",
+    "Varga",
+    "Wagner",
+    "Weber",
+    "Xu",
+    "Yilmaz",
+    "Zhang",
+]
+_ORG_WORDS = [
+    "Acme",
+    "Apex",
+    "Atlas",
+    "Beacon",
+    "Blue",
+    "Cedar",
+    "Cobalt",
+    "Delta",
+    "Ember",
+    "Falcon",
+    "Granite",
+    "Harbor",
+    "Helix",
+    "Indigo",
+    "Juniper",
+    "Keystone",
+    "Lumen",
+    "Maple",
+    "Meridian",
+    "Nimbus",
+    "Northwind",
+    "Orbit",
+    "Pioneer",
+    "Quartz",
+    "Redwood",
+    "Summit",
+    "Tidal",
+    "Umbra",
+    "Vertex",
+    "Willow",
+    "Zenith",
+]
 _ORG_SUFFIX = ("Labs", "Systems", "Logistics", "Health", "Foods", "Energy", "Capital", "Works")
 _INDUSTRIES = (
-    "Technology", "Healthcare", "Retail", "Manufacturing", "Finance", "Energy", "Education",
+    "Technology",
+    "Healthcare",
+    "Retail",
+    "Manufacturing",
+    "Finance",
+    "Energy",
+    "Education",
     "Transportation",
 )
 _TITLES = (
-    "CEO", "CTO", "VP Sales", "Head of Support", "Engineer", "Product Manager", "Buyer",
-    "Operations Lead", "Analyst", None,
+    "CEO",
+    "CTO",
+    "VP Sales",
+    "Head of Support",
+    "Engineer",
+    "Product Manager",
+    "Buyer",
+    "Operations Lead",
+    "Analyst",
+    None,
 )
 _SUBJECTS = (
-    "Cannot log in", "Invoice question", "Feature request: export", "Password reset not arriving",
-    "API returns 500", "Upgrade plan", "Cancel subscription", "Data import stuck",
-    "Billing address change", "SSO setup help",
+    "Cannot log in",
+    "Invoice question",
+    "Feature request: export",
+    "Password reset not arriving",
+    "API returns 500",
+    "Upgrade plan",
+    "Cancel subscription",
+    "Data import stuck",
+    "Billing address change",
+    "SSO setup help",
 )
-_PLANS = (("Starter", 1900, "month"), ("Growth", 4900, "month"), ("Scale", 49000, "year"),
-          ("Enterprise", 199000, "year"))
+_PLANS = (
+    ("Starter", 1900, "month"),
+    ("Growth", 4900, "month"),
+    ("Scale", 49000, "year"),
+    ("Enterprise", 199000, "year"),
+)
 _LISTS = (("a1b2c3d4e5", "Newsletter"), ("f6e5d4c3b2", "Product updates"))
 _CHANNELS = ("Email", "Direct Mail", "Customized Online Advertising")
 _B62 = string.digits + string.ascii_letters
@@ -238,7 +375,11 @@ class World:
         rng = self._rng
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         org = rng.randrange(len(self.orgs)) if rng.random() < 0.7 else None
-        host = self.orgs[org].domain if org is not None else rng.choice(("mail.example", "inbox.example"))
+        host = (
+            self.orgs[org].domain
+            if org is not None
+            else rng.choice(("mail.example", "inbox.example"))
+        )
         email = f"{first}.{last}.{i}@{host}".lower()
         p = WorldPerson(
             index=i,
@@ -249,8 +390,16 @@ class World:
             title=rng.choice(_TITLES),
             org=org,
         )
-        missing = {s for s, rate in (("salesforce", 0.03), ("zendesk", 0.05), ("stripe", 0.06),
-                                     ("mailchimp", 0.05)) if rng.random() < rate}
+        missing = {
+            s
+            for s, rate in (
+                ("salesforce", 0.03),
+                ("zendesk", 0.05),
+                ("stripe", 0.06),
+                ("mailchimp", 0.05),
+            )
+            if rng.random() < rate
+        }
         # The first people are complete in every system, so demos and tests
         # always have an obvious "in all four" customer to start from.
         if i < 5:
@@ -275,7 +424,9 @@ class World:
         if "mailchimp" not in missing:
             p.mailchimp_email = self._mess(email, p, "mailchimp", 0.05)
             lists = _LISTS if rng.random() < 0.4 else _LISTS[:1]
-            p.memberships = [self._make_membership(list_id, list_name) for list_id, list_name in lists]
+            p.memberships = [
+                self._make_membership(list_id, list_name) for list_id, list_name in lists
+            ]
         return p
 
     def _make_ticket(self, requester: int, n: int) -> SupportTicket:
@@ -289,7 +440,9 @@ class World:
             updated_at=min(EPOCH, created + timedelta(hours=self._rng.randrange(1, 500))),
         )
 
-    def _make_billing(self, p: WorldPerson, email: str, *, duplicate: bool = False) -> BillingAccount:
+    def _make_billing(
+        self, p: WorldPerson, email: str, *, duplicate: bool = False
+    ) -> BillingAccount:
         rng = self._rng
         stored = self._mess(email, p, "stripe", 0.06) if not duplicate else email.upper()
         account = BillingAccount(
@@ -308,7 +461,9 @@ class World:
                 account.subscriptions.append(
                     WorldSubscription(
                         id=self._id("sub_", 14),
-                        status=rng.choice(("active", "active", "active", "trialing", "past_due", "canceled")),
+                        status=rng.choice(
+                            ("active", "active", "active", "trialing", "past_due", "canceled")
+                        ),
                         plan=plan,
                         price_id=f"price_{plan.lower()}_{interval}",
                         amount=amount,
@@ -319,7 +474,11 @@ class World:
                     )
                 )
         for n in range(rng.randrange(0, 7)):
-            sub = account.subscriptions[n % len(account.subscriptions)] if account.subscriptions else None
+            sub = (
+                account.subscriptions[n % len(account.subscriptions)]
+                if account.subscriptions
+                else None
+            )
             due = sub.amount if sub else rng.choice((500, 2500, 9900))
             status = rng.choice(("paid", "paid", "paid", "open", "void", "uncollectible"))
             account.invoices.append(
@@ -338,14 +497,18 @@ class World:
 
     def _make_membership(self, list_id: str, list_name: str) -> Membership:
         rng = self._rng
-        status = rng.choice(("subscribed", "subscribed", "subscribed", "unsubscribed", "cleaned", "pending"))
+        status = rng.choice(
+            ("subscribed", "subscribed", "subscribed", "unsubscribed", "cleaned", "pending")
+        )
         changed = self._when(500)
         activity = [
             {
                 "action": rng.choice(("open", "click", "bounce", "sent")),
                 "timestamp": (changed + timedelta(hours=rng.randrange(1, 2000))).isoformat(),
                 "campaign_id": self._id("", 10).lower(),
-                "title": rng.choice(("Spring launch", "Monthly digest", "Webinar invite", "Renewal reminder")),
+                "title": rng.choice(
+                    ("Spring launch", "Monthly digest", "Webinar invite", "Renewal reminder")
+                ),
             }
             for _ in range(rng.randrange(0, 6))
         ]

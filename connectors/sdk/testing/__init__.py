@@ -1,4 +1,3 @@
 """Contract test kit for connectors: a pytest plugin and its helpers."""
 
 from __future__ import annotations
-

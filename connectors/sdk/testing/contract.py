@@ -1,0 +1,161 @@
+"""The connector contract: what every connector must do, checked against its sandbox.
+
+The suite runs the vendor's sandbox as a real HTTP server on 127.0.0.1, builds
+the connector with the sandbox credentials, and checks the behaviour the
+gateway relies on: batch-first lookups keyed by normalized email whatever the
+vendor stored, absent keys for unknown people, by-id reads that agree with the
+email lookups, source references on every record, a bounded number of
+upstream calls per batch, and the SDK error tree for bad credentials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+
+from connectors.sdk.base import Connector, ConnectorSettings
+from connectors.sdk.errors import UpstreamAuthError
+from connectors.sdk.models import Domain
+from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, SandboxState, load_vendor_app
+from connectors.sdk.testing.server import serve_in_thread
+from connectors.sdk.world import World
+
+__all__ = ["ConnectorContract", "contract_for"]
+
+_EMAIL_METHOD = {
+    Domain.CRM: "people_by_email",
+    Domain.TICKETING: "requesters_by_email",
+    Domain.BILLING: "customers_by_email",
+    Domain.MARKETING: "members_by_email",
+}
+_ID_METHOD = {
+    Domain.CRM: "people_by_id",
+    Domain.TICKETING: "requesters_by_id",
+    Domain.BILLING: "customers_by_id",
+    Domain.MARKETING: "members_by_id",
+}
+
+
+def _connector_class(vendor: str) -> type[Connector]:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="c360.connectors", name=vendor):
+        cls: type[Connector] = ep.load()
+        return cls
+    raise LookupError(f"no connector {vendor!r} in the c360.connectors entry points")
+
+
+@pytest.mark.contract
+class ConnectorContract:
+    vendor: ClassVar[str]
+    customers: ClassVar[int] = 150
+    seed: ClassVar[int] = 5
+
+    @pytest.fixture(scope="class")
+    def state(self) -> SandboxState:
+        return SandboxState(World(customers=self.customers, seed=self.seed))
+
+    @pytest.fixture(scope="class")
+    def base_url(self, state: SandboxState) -> Iterator[str]:
+        with serve_in_thread(load_vendor_app(self.vendor, state)) as url:
+            yield url
+
+    @pytest.fixture
+    async def connector(self, base_url: str) -> AsyncIterator[Connector]:
+        cls = _connector_class(self.vendor)
+        connector = cls(ConnectorSettings(base_url=base_url, credentials=SANDBOX_CREDENTIALS[self.vendor]))
+        yield connector
+        await connector.close()
+
+    def _present(self, state: SandboxState) -> list[dict[str, Any]]:
+        keys = [state.world.answer_key(p) for p in state.world.people]
+        return [k for k in keys if k["systems"][self.vendor]]
+
+    async def _by_email(self, connector: Connector, emails: Sequence[str]) -> Any:
+        return await getattr(connector, _EMAIL_METHOD[connector.domain])(list(emails))
+
+    def test_declares_name_and_domain(self) -> None:
+        cls = _connector_class(self.vendor)
+        assert cls.name == self.vendor
+        assert isinstance(cls.domain, Domain)
+        assert cls.email_batch_size >= 1
+
+    async def test_email_lookup_finds_every_present_person(
+        self, connector: Connector, state: SandboxState
+    ) -> None:
+        present = self._present(state)[:40]
+        found = await self._by_email(connector, [p["email"] for p in present])
+        for person in present:
+            records = found.get(person["email"])
+            assert records, f"{person['email']} not found"
+            ids = {r.source.record_id for r in records}
+            assert ids <= set(person["systems"][self.vendor]) | {person["systems"][self.vendor][0]}
+            for record in records:
+                assert record.source.system == self.vendor
+                assert record.source.record_id
+
+    async def test_messy_stored_emails_are_keyed_normalized(
+        self, connector: Connector, state: SandboxState
+    ) -> None:
+        messy = [
+            p for p in self._present(state)
+            if any(a.startswith("email_") and a.endswith(f":{self.vendor}") for a in p["anomalies"])
+        ]
+        if not messy:
+            pytest.skip(f"{self.vendor} stores every email clean in this world")
+        found = await self._by_email(connector, [p["email"] for p in messy])
+        assert set(found) == {p["email"] for p in messy}
+
+    async def test_unknown_and_missing_are_absent(self, connector: Connector, state: SandboxState) -> None:
+        missing = [state.world.answer_key(p)["email"] for p in state.world.people
+                   if f"missing:{self.vendor}" in p.anomalies][:5]
+        unknown = ["nobody@nowhere.example", "o'brien@quote.example"]
+        found = await self._by_email(connector, [*missing, *unknown])
+        assert not any(found.get(e) for e in [*missing, *unknown])
+        assert await self._by_email(connector, []) == {}
+
+    async def test_by_id_agrees_with_email(self, connector: Connector, state: SandboxState) -> None:
+        present = self._present(state)[:10]
+        ids = [p["systems"][self.vendor][0] for p in present]
+        found = await getattr(connector, _ID_METHOD[connector.domain])(ids)
+        for person, record_id in zip(present, ids, strict=True):
+            got = found.get(record_id)
+            assert got, f"{record_id} not found by id"
+            records = got if isinstance(got, Sequence) else [got]
+            assert all((r.email or "").strip().lower() == person["email"] for r in records)
+        missing = await getattr(connector, _ID_METHOD[connector.domain])(["does-not-exist-0"])
+        assert not missing.get("does-not-exist-0")
+
+    async def test_batch_of_50_is_bounded(self, connector: Connector, state: SandboxState) -> None:
+        emails = [p["email"] for p in self._present(state)[:50]]
+        state.stats.clear()
+        await self._by_email(connector, emails)
+        bound = math.ceil(50 / type(connector).email_batch_size)
+        for route, calls in state.stats.items():
+            assert calls <= bound, f"{route}: {calls} calls for 50 emails (bound {bound})"
+
+    async def test_bad_credentials_raise_auth_error(self, base_url: str) -> None:
+        cls = _connector_class(self.vendor)
+        wrong = {k: "wrong" for k in SANDBOX_CREDENTIALS[self.vendor]}
+        if "email" in wrong:
+            wrong["email"] = "intruder@evil.example"
+        connector = cls(ConnectorSettings(base_url=base_url, credentials=wrong))
+        try:
+            with pytest.raises(UpstreamAuthError) as info:
+                await self._by_email(connector, ["someone@example.com"])
+            assert "wrong" not in str(info.value)
+        finally:
+            await connector.close()
+
+    def test_sandbox_answers_unknown_paths_with_4xx(self, base_url: str) -> None:
+        response = httpx.get(f"{base_url}/definitely/not/an/api/path")
+        assert 400 <= response.status_code < 500
+
+
+def contract_for(vendor: str) -> type[ConnectorContract]:
+    """``TestAcmeContract = contract_for("acme")`` -- the one line a connector needs."""
+    return type(f"Test{vendor.title()}Contract", (ConnectorContract,), {"vendor": vendor})

@@ -1,0 +1,175 @@
+"""The ``c360`` command: demo | serve | sandbox | schema.
+
+c360 demo     [--port 8000] [--sandbox-port 8700] [--customers N] [--seed S] [--latency-ms L]
+c360 serve    --config FILE [--host H] [--port P] [--workers W]
+c360 sandbox  [--port 8700] [--customers N] [--seed S] [--latency-ms L]
+c360 schema   print the SDL
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+from starlette.applications import Starlette
+
+from connectors.sdk.sandbox import SandboxState, World, create_combined_app
+from gateway.config import ConfigError, load_settings
+from gateway.demo import SANDBOX_VENDORS, sandbox_settings
+
+__all__ = ["main", "serve_factory"]
+
+
+def _world_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--customers", type=int, default=1000, help="people in the world (default 1000)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="world seed (default 42)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="added to every vendor response"
+    )
+
+
+def _sandbox_app(args: argparse.Namespace) -> tuple[Starlette, SandboxState]:
+    state = SandboxState(
+        World(customers=args.customers, seed=args.seed), latency_ms=args.latency_ms
+    )
+    return create_combined_app(state, SANDBOX_VENDORS), state
+
+
+def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+
+
+EXAMPLE_QUERY = """query Customer360($email: String!) {
+  customer(email: $email) {
+    id name email phone
+    sources { system id url updatedAt }
+    account { id name industry parent { id name } }
+    tickets { id subject status priority createdAt updatedAt }
+    subscriptions { id status plan amount currency interval currentPeriodEnd }
+    invoices { id status amountDue amountPaid currency createdAt }
+    marketing { status lists { id name status } consents { channel status updatedAt } }
+  }
+}"""
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.app import create_app
+
+    sandbox_app, state = _sandbox_app(args)
+    sandbox_url = f"http://{args.host}:{args.sandbox_port}"
+    gateway_app = create_app(sandbox_settings(sandbox_url))
+    example = next(p for p in state.world.people if p.in_all and p.tickets)
+    url = f"http://{args.host}:{args.port}/graphql"
+    body = {"query": EXAMPLE_QUERY.replace("\n", " "), "variables": {"email": example.email}}
+    print(
+        f"c360 demo\n"
+        f"  GraphiQL:  {url}\n"
+        f"  sandbox:   {sandbox_url}  (stats: {sandbox_url}/_sandbox/stats, "
+        f"answer key: {sandbox_url}/_sandbox/customers)\n"
+        f"  metrics:   http://{args.host}:{args.port}/metrics\n\n"
+        f"Example: a customer in all four systems ({example.email}):\n\n"
+        f"{EXAMPLE_QUERY}\n\nvariables: {json.dumps({'email': example.email})}\n\n"
+        f"curl -s {url} -H 'content-type: application/json' -d "
+        f"'{json.dumps(body)}'\n",
+        flush=True,
+    )
+
+    async def run() -> None:
+        await asyncio.gather(
+            _server(sandbox_app, args.host, args.sandbox_port).serve(),
+            _server(gateway_app, args.host, args.port).serve(),
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+def serve_factory() -> Starlette:
+    """uvicorn factory for ``c360 serve``: each worker reads ``C360_CONFIG``."""
+    from gateway.app import create_app
+
+    return create_app(load_settings(os.environ["C360_CONFIG"]))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        load_settings(args.config)  # validate once, before any worker starts
+    except ConfigError as exc:
+        print(f"c360 serve: {exc}", file=sys.stderr)
+        return 2
+    os.environ["C360_CONFIG"] = os.path.abspath(args.config)
+    uvicorn.run(
+        "gateway.cli:serve_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    app, _ = _sandbox_app(args)
+    print(
+        f"c360 sandbox on http://{args.host}:{args.port} ({', '.join(SANDBOX_VENDORS)})", flush=True
+    )
+    asyncio.run(_server(app, args.host, args.port).serve())
+    return 0
+
+
+def _cmd_schema(_: argparse.Namespace) -> int:
+    from schema import build_schema
+
+    print(build_schema().as_str())
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="c360", description="customer-360 GraphQL gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="sandboxes + gateway in one process, with GraphiQL")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--sandbox-port", type=int, default=8700)
+    _world_args(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    serve = sub.add_parser("serve", help="run the gateway against configured upstreams")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="warning")
+    serve.set_defaults(func=_cmd_serve)
+
+    sandbox = sub.add_parser("sandbox", help="serve every vendor sandbox on one port")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8700)
+    _world_args(sandbox)
+    sandbox.set_defaults(func=_cmd_sandbox)
+
+    schema = sub.add_parser("schema", help="print the GraphQL SDL")
+    schema.set_defaults(func=_cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

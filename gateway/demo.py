@@ -1,0 +1,45 @@
+"""Gateway settings for the built-in vendor sandboxes (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from connectors.sdk import ConnectorSettings
+from connectors.sdk.sandbox import SANDBOX_CREDENTIALS
+from gateway.config import ConnectorConfig, Settings, TransportName
+
+__all__ = ["SANDBOX_VENDORS", "sandbox_settings"]
+
+SANDBOX_VENDORS = ("salesforce", "zendesk", "stripe", "mailchimp")
+# A fixed, public key: demo customer ids stay the same across restarts. Never
+# use it outside the sandboxes -- `c360 serve` reads C360_ID_KEY instead.
+_DEMO_ID_KEY = hashlib.sha256(b"c360 demo customer ids").digest()
+
+
+def sandbox_settings(
+    sandbox_url: str,
+    *,
+    transport: TransportName = "aiohttp",
+    graphiql: bool = True,
+    timeout: float = 10.0,
+    max_customers: int = 200,
+) -> Settings:
+    base = sandbox_url.rstrip("/")
+    return Settings(
+        connectors=tuple(
+            ConnectorConfig(
+                name=vendor,
+                kind=vendor,
+                settings=ConnectorSettings(
+                    base_url=f"{base}/{vendor}",
+                    credentials=SANDBOX_CREDENTIALS[vendor],
+                    timeout=timeout,
+                ),
+            )
+            for vendor in SANDBOX_VENDORS
+        ),
+        id_key=_DEMO_ID_KEY,
+        transport=transport,
+        graphiql=graphiql,
+        max_customers=max_customers,
+    )

@@ -1,0 +1,56 @@
+"""Metrics: Prometheus counters and histograms, one registry per app.
+
+A registry per app (not the process-global one) keeps several gateways in one
+process -- tests, benchmarks -- from double-registering collectors.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Telemetry", "logger"]
+
+logger = logging.getLogger("c360")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.upstream_requests = Counter(
+            "c360_upstream_requests",
+            "Calls from the gateway to vendor APIs.",
+            ("connector", "operation", "outcome"),
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "c360_upstream_request_duration_seconds",
+            "Latency of calls to vendor APIs.",
+            ("connector", "operation"),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.graphql_requests = Counter(
+            "c360_graphql_requests",
+            "GraphQL operations served, by whether the response carried errors.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.graphql_latency = Histogram(
+            "c360_graphql_request_duration_seconds",
+            "Time to serve one GraphQL HTTP request.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_upstream(self, source: str, operation: str, outcome: str, seconds: float) -> None:
+        """The connectors' RequestObserver."""
+        self.upstream_requests.labels(source, operation, outcome).inc()
+        self.upstream_latency.labels(source, operation).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,15 @@
+"""The c360 GraphQL schema (strawberry)."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+
+from schema.query import Query, SystemRefInput
+from schema.types import Customer
+
+__all__ = ["Customer", "Query", "SystemRefInput", "build_schema"]
+
+
+def build_schema() -> strawberry.Schema:
+    return strawberry.Schema(query=Query, config=StrawberryConfig(auto_camel_case=True))

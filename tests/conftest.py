@@ -1,0 +1,51 @@
+"""Shared fixtures: the sandbox and the gateway as real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import gateway_config, gateway_process, sandbox_process  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sandbox_url() -> Iterator[str]:
+    with sandbox_process(customers=300, seed=11) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gateway_url(sandbox_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config, env = gateway_config(sandbox_url, tmp_path_factory.mktemp("gateway"))
+    with gateway_process(config, env) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def answer_key(sandbox_url: str) -> list[dict[str, Any]]:
+    body = httpx.get(f"{sandbox_url}/_sandbox/customers", params={"limit": 10000}).json()
+    customers: list[dict[str, Any]] = body["customers"]
+    return customers
+
+
+class GraphQLClient:
+    def __init__(self, url: str) -> None:
+        self.url = f"{url}/graphql"
+
+    def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
+        response = httpx.post(self.url, json={"query": query, "variables": variables}, timeout=30)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture(scope="session")
+def gql(gateway_url: str) -> GraphQLClient:
+    return GraphQLClient(gateway_url)
