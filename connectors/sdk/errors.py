@@ -13,6 +13,7 @@ gateway never has to know which HTTP stack or vendor produced them::
         ├── UpstreamRateLimited         429 (carries retry_after)         retryable
         ├── UpstreamAuthError           401 / 403 from the vendor
         ├── UpstreamBadRequest          any other 4xx
+        │   └── UpstreamNotFound        404: often just "no such record"
         └── UpstreamProtocolError       2xx with a body we cannot read
 
 Each ``UpstreamError`` carries ``code``, the GraphQL ``extensions.code`` the
@@ -29,6 +30,7 @@ __all__ = [
     "UpstreamAuthError",
     "UpstreamBadRequest",
     "UpstreamError",
+    "UpstreamNotFound",
     "UpstreamProtocolError",
     "UpstreamRateLimited",
     "UpstreamTimeout",
@@ -106,6 +108,10 @@ class UpstreamAuthError(UpstreamError):
 
 class UpstreamBadRequest(UpstreamError):
     code = "UPSTREAM_ERROR"
+
+
+class UpstreamNotFound(UpstreamBadRequest):
+    """404: connectors that read by id usually turn this into "absent"."""
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -28,6 +28,7 @@ from connectors.sdk.errors import (
     UpstreamAuthError,
     UpstreamBadRequest,
     UpstreamError,
+    UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -129,6 +130,8 @@ class ErrorPolicy:
                 status=status,
                 vendor_detail=detail,
             )
+        if status == 404:
+            return UpstreamNotFound(where, source=self.source, status=status, vendor_detail=detail)
         return UpstreamBadRequest(where, source=self.source, status=status, vendor_detail=detail)
 
 
@@ -222,19 +225,33 @@ class VendorClient:
         operation: str,
         params: Params | None = None,
         max_pages: int = 50,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yield each page's body, following ``paginator`` until it stops.
 
         ``max_pages`` bounds the walk so a vendor (or a forged cursor) that
-        never says "done" cannot keep a request alive forever.
+        never says "done" cannot keep a request alive forever. A next-page
+        link to another origin is refused: the client would send the vendor
+        credentials there.
         """
         request: PageRequest | None = PageRequest(url, params)
         pages = 0
         while request is not None and pages < max_pages:
+            self._check_origin(request.url)
             body = await self.get_json(request.url, operation=operation, params=request.params)
             pages += 1
             yield body
             request = paginator.next(body, request)
+
+
+    def _check_origin(self, url: str) -> None:
+        target = httpx.URL(url)
+        if not target.is_absolute_url:
+            return
+        base = self._client.base_url
+        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+            raise UpstreamProtocolError(
+                f"{self.source} sent a next-page link to another origin", source=self.source
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -554,7 +554,11 @@ class World:
             "anomalies": list(person.anomalies),
             "counts": {
                 "tickets": len(person.tickets),
-                "subscriptions": sum(len(b.subscriptions) for b in person.billing),
+                # Current subscriptions, as billing systems embed them (Stripe
+                # leaves canceled ones out of customer.subscriptions).
+                "subscriptions": sum(
+                    1 for b in person.billing for s in b.subscriptions if s.status != "canceled"
+                ),
                 "invoices": sum(len(b.invoices) for b in person.billing),
                 "memberships": len(person.memberships),
             },

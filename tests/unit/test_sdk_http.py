@@ -12,6 +12,7 @@ from connectors.sdk import (
     PageRequest,
     UpstreamAuthError,
     UpstreamBadRequest,
+    UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -34,7 +35,7 @@ def _client(handler, observed=None):
     ("status", "error", "retryable"),
     [(429, UpstreamRateLimited, True), (500, UpstreamUnavailable, True), (503, UpstreamUnavailable, True),
      (401, UpstreamAuthError, False), (403, UpstreamAuthError, False), (400, UpstreamBadRequest, False),
-     (404, UpstreamBadRequest, False)],
+     (404, UpstreamNotFound, False)],
 )
 async def test_status_policy(status, error, retryable):
     observed = []
@@ -109,3 +110,13 @@ async def test_paginate_is_bounded():
     pages = [p async for p in client.paginate("/start", NextUrlPaginator("next", "done"), operation="op", max_pages=5)]
     await client.aclose()
     assert len(pages) == 5 and len(calls) == 5
+
+
+async def test_paginate_refuses_links_to_another_origin():
+    def handler(request):
+        return httpx.Response(200, json={"next": "https://evil.example/steal"})
+
+    client = _client(handler)
+    with pytest.raises(UpstreamProtocolError, match="another origin"):
+        _ = [p async for p in client.paginate("/start", NextUrlPaginator("next"), operation="op")]
+    await client.aclose()

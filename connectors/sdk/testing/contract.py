@@ -11,7 +11,7 @@ upstream calls per batch, and the SDK error tree for bad credentials.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -20,11 +20,9 @@ import pytest
 from connectors.sdk.base import Connector, ConnectorSettings
 from connectors.sdk.errors import UpstreamAuthError
 from connectors.sdk.models import Domain
-from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, SandboxState, load_vendor_app
-from connectors.sdk.testing.server import serve_in_thread
-from connectors.sdk.world import World
+from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, SandboxState
 
-__all__ = ["ConnectorContract", "contract_for"]
+__all__ = ["ConnectorContract", "connector_class", "contract_for"]
 
 _EMAIL_METHOD = {
     Domain.CRM: "people_by_email",
@@ -40,7 +38,7 @@ _ID_METHOD = {
 }
 
 
-def _connector_class(vendor: str) -> type[Connector]:
+def connector_class(vendor: str) -> type[Connector]:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="c360.connectors", name=vendor):
@@ -51,25 +49,12 @@ def _connector_class(vendor: str) -> type[Connector]:
 
 @pytest.mark.contract
 class ConnectorContract:
+    """The suite; fixtures ``state``, ``base_url`` and ``connector`` come from
+    the kit's pytest plugin (:mod:`connectors.sdk.testing.plugin`)."""
+
     vendor: ClassVar[str]
     customers: ClassVar[int] = 150
     seed: ClassVar[int] = 5
-
-    @pytest.fixture(scope="class")
-    def state(self) -> SandboxState:
-        return SandboxState(World(customers=self.customers, seed=self.seed))
-
-    @pytest.fixture(scope="class")
-    def base_url(self, state: SandboxState) -> Iterator[str]:
-        with serve_in_thread(load_vendor_app(self.vendor, state)) as url:
-            yield url
-
-    @pytest.fixture
-    async def connector(self, base_url: str) -> AsyncIterator[Connector]:
-        cls = _connector_class(self.vendor)
-        connector = cls(ConnectorSettings(base_url=base_url, credentials=SANDBOX_CREDENTIALS[self.vendor]))
-        yield connector
-        await connector.close()
 
     def _present(self, state: SandboxState) -> list[dict[str, Any]]:
         keys = [state.world.answer_key(p) for p in state.world.people]
@@ -79,7 +64,7 @@ class ConnectorContract:
         return await getattr(connector, _EMAIL_METHOD[connector.domain])(list(emails))
 
     def test_declares_name_and_domain(self) -> None:
-        cls = _connector_class(self.vendor)
+        cls = connector_class(self.vendor)
         assert cls.name == self.vendor
         assert isinstance(cls.domain, Domain)
         assert cls.email_batch_size >= 1
@@ -134,12 +119,12 @@ class ConnectorContract:
         emails = [p["email"] for p in self._present(state)[:50]]
         state.stats.clear()
         await self._by_email(connector, emails)
-        bound = math.ceil(50 / type(connector).email_batch_size)
+        bound = math.ceil(50 / connector.email_batch_size)
         for route, calls in state.stats.items():
             assert calls <= bound, f"{route}: {calls} calls for 50 emails (bound {bound})"
 
     async def test_bad_credentials_raise_auth_error(self, base_url: str) -> None:
-        cls = _connector_class(self.vendor)
+        cls = connector_class(self.vendor)
         wrong = {k: "wrong" for k in SANDBOX_CREDENTIALS[self.vendor]}
         if "email" in wrong:
             wrong["email"] = "intruder@evil.example"

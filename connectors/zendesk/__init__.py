@@ -1,0 +1,7 @@
+"""Zendesk Support: requesters and their tickets (domain: ticketing)."""
+
+from __future__ import annotations
+
+from connectors.zendesk.connector import ZendeskConnector
+
+__all__ = ["ZendeskConnector"]
