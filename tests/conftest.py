@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from servers import gateway_config, gateway_process, sandbox_process  # noqa: E402
+from servers import gateway_config, gateway_process, sandbox_process
 
 
 @pytest.fixture(scope="session")

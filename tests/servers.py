@@ -34,7 +34,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 
 @contextmanager
-def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = None) -> Iterator[None]:
+def process(
+    args: list[str], ready_url: str, env: Mapping[str, str] | None = None
+) -> Iterator[None]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", *args],
         env={**os.environ, **(env or {})},
@@ -56,13 +58,24 @@ def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = Non
 def sandbox_process(customers: int = 300, seed: int = 11, latency_ms: float = 0) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    args = ["sandbox", "--port", str(port), "--customers", str(customers), "--seed", str(seed),
-            "--latency-ms", str(latency_ms)]
+    args = [
+        "sandbox",
+        "--port",
+        str(port),
+        "--customers",
+        str(customers),
+        "--seed",
+        str(seed),
+        "--latency-ms",
+        str(latency_ms),
+    ]
     with process(args, f"{url}/_sandbox/stats"):
         yield url
 
 
-def gateway_config(sandbox_url: str, directory: Path, overrides: Mapping[str, str] | None = None) -> tuple[Path, dict[str, str]]:
+def gateway_config(
+    sandbox_url: str, directory: Path, overrides: Mapping[str, str] | None = None
+) -> tuple[Path, dict[str, str]]:
     """A config file pointing every connector at the sandbox, secrets via env."""
     env: dict[str, str] = {}
     connectors = {}

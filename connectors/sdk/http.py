@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
@@ -241,7 +241,6 @@ class VendorClient:
             pages += 1
             yield body
             request = paginator.next(body, request)
-
 
     def _check_origin(self, url: str) -> None:
         target = httpx.URL(url)

@@ -95,8 +95,13 @@ def test_duplicate_billing_customers_are_both_linked(gql, answer_key):
 
 @pytest.mark.parametrize(
     ("system", "field", "empty"),
-    [("zendesk", "tickets", []), ("stripe", "subscriptions", []), ("stripe", "invoices", []),
-     ("mailchimp", "marketing", None), ("salesforce", "account", None)],
+    [
+        ("zendesk", "tickets", []),
+        ("stripe", "subscriptions", []),
+        ("stripe", "invoices", []),
+        ("mailchimp", "marketing", None),
+        ("salesforce", "account", None),
+    ],
 )
 def test_customer_missing_from_a_system_gets_empty_fields(gql, answer_key, system, field, empty):
     person = _pick(answer_key, anomaly=f"missing:{system}")
@@ -116,7 +121,11 @@ def test_unknown_customer_is_null(gql):
 
 @pytest.mark.parametrize(
     "args",
-    [{}, {"email": "a@b.example", "id": "c360_x"}, {"email": "a@b.example", "ref": {"system": "stripe", "id": "cus_1"}}],
+    [
+        {},
+        {"email": "a@b.example", "id": "c360_x"},
+        {"email": "a@b.example", "ref": {"system": "stripe", "id": "cus_1"}},
+    ],
 )
 def test_exactly_one_argument(gql, args):
     body = gql(FULL, **args)
@@ -159,10 +168,18 @@ def test_customers_in_input_order_with_nulls(gql, answer_key):
     ("query", "variables", "fragment"),
     [
         ("{ customers { id } }", {}, "exactly one"),
-        ('{ customers(ids: [], emails: []) { id } }', {}, "exactly one"),
+        ("{ customers(ids: [], emails: []) { id } }", {}, "exactly one"),
         ("{ customers(emails: []) { id } }", {}, "empty"),
-        ("query($e: [String!]) { customers(emails: $e) { id } }", {"e": ["x@y.example"] * 201}, "at most 200"),
-        ("query($e: [String!]) { customers(emails: $e) { id } }", {"e": ["ok@y.example", "bad"]}, "email"),
+        (
+            "query($e: [String!]) { customers(emails: $e) { id } }",
+            {"e": ["x@y.example"] * 201},
+            "at most 200",
+        ),
+        (
+            "query($e: [String!]) { customers(emails: $e) { id } }",
+            {"e": ["ok@y.example", "bad"]},
+            "email",
+        ),
     ],
 )
 def test_customers_argument_errors(gql, query, variables, fragment):
@@ -174,7 +191,12 @@ def test_customers_argument_errors(gql, query, variables, fragment):
 
 def test_transport_level_bad_requests_are_4xx_not_500(gateway_url):
     url = f"{gateway_url}/graphql"
-    assert httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        httpx.post(
+            url, content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
     assert httpx.get(url, params={"query": "{ __typename }"}).status_code in (400, 404, 405)
     big = httpx.post(url, json={"query": "{ __typename }", "pad": "x" * 200_000})
     assert big.status_code == 413
@@ -184,7 +206,13 @@ def test_transport_level_bad_requests_are_4xx_not_500(gateway_url):
 def test_metrics_and_health(gql, gateway_url, answer_key):
     gql(FULL, email=answer_key[0]["email"])
     health = httpx.get(f"{gateway_url}/healthz").json()
-    assert health == {"status": "ok", "connectors": ["mailchimp", "salesforce", "stripe", "zendesk"]}
+    assert health == {
+        "status": "ok",
+        "connectors": ["mailchimp", "salesforce", "stripe", "zendesk"],
+    }
     text = httpx.get(f"{gateway_url}/metrics").text
-    assert 'c360_upstream_requests_total{connector="salesforce",operation="people_by_email",outcome="ok"}' in text
+    assert (
+        'c360_upstream_requests_total{connector="salesforce",operation="people_by_email",outcome="ok"}'
+        in text
+    )
     assert "c360_upstream_request_duration_seconds_bucket" in text

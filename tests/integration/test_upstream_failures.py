@@ -22,8 +22,11 @@ async def _garbage(request: Request) -> Response:
 
 
 async def _secret_error(request: Request) -> Response:
-    return Response('{"error": {"message": "internal: db password is hunter2"}}', status_code=500,
-                    media_type="application/json")
+    return Response(
+        '{"error": {"message": "internal: db password is hunter2"}}',
+        status_code=500,
+        media_type="application/json",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,8 @@ def broken_gateway(sandbox_url: str, tmp_path_factory: pytest.TempPathFactory) -
     failing = Starlette(routes=[Route("/{path:path}", _secret_error)])
     with serve_in_thread(garbage) as garbage_url, serve_in_thread(failing) as failing_url:
         config, env = gateway_config(
-            sandbox_url, tmp_path_factory.mktemp("broken"),
+            sandbox_url,
+            tmp_path_factory.mktemp("broken"),
             overrides={"stripe": garbage_url, "zendesk": failing_url},
         )
         with gateway_process(config, env) as url:
@@ -44,15 +48,29 @@ def test_garbage_and_5xx_sources_fail_only_their_fields(broken_gateway, answer_k
     query = """query($e: String) { customer(email: $e) {
         email account { name } subscriptions { id } invoices { id } tickets { id }
         marketing { status } } }"""
-    response = httpx.post(f"{broken_gateway}/graphql", json={"query": query, "variables": {"e": person["email"]}})
+    response = httpx.post(
+        f"{broken_gateway}/graphql", json={"query": query, "variables": {"e": person["email"]}}
+    )
     assert response.status_code == 200
     body = response.json()
     customer = body["data"]["customer"]
     assert customer["email"] == person["email"]
     assert customer["marketing"] is not None
-    assert customer["subscriptions"] is None and customer["invoices"] is None and customer["tickets"] is None
+    assert (
+        customer["subscriptions"] is None
+        and customer["invoices"] is None
+        and customer["tickets"] is None
+    )
     by_field = {tuple(e["path"][1:]): e["extensions"] for e in body["errors"]}
-    assert by_field[("subscriptions",)] == {"code": "UPSTREAM_ERROR", "source": "stripe", "retryable": False}
-    assert by_field[("tickets",)] == {"code": "UPSTREAM_UNAVAILABLE", "source": "zendesk", "retryable": True}
+    assert by_field[("subscriptions",)] == {
+        "code": "UPSTREAM_ERROR",
+        "source": "stripe",
+        "retryable": False,
+    }
+    assert by_field[("tickets",)] == {
+        "code": "UPSTREAM_UNAVAILABLE",
+        "source": "zendesk",
+        "retryable": True,
+    }
     assert "hunter2" not in response.text
     assert "502 Bad Gateway" not in response.text

@@ -13,7 +13,9 @@ def test_credentials_come_from_env_or_file(tmp_path, monkeypatch):
     secret = tmp_path / "token"
     secret.write_text("from-file\n")
     monkeypatch.setenv("SF_TOKEN", "from-env")
-    s = settings_from_mapping(_conn(credentials={"token": "env:SF_TOKEN", "other": f"file:{secret}"}))
+    s = settings_from_mapping(
+        _conn(credentials={"token": "env:SF_TOKEN", "other": f"file:{secret}"})
+    )
     creds = s.connectors[0].settings.credentials
     assert creds == {"token": "from-env", "other": "from-file"}
 

@@ -27,20 +27,34 @@ def _client(handler, observed=None):
         if observed is not None:
             observed.append(args)
 
-    return VendorClient(source="acme", base_url="https://acme.example",
-                        transport=httpx.MockTransport(handler), observer=observer)
+    return VendorClient(
+        source="acme",
+        base_url="https://acme.example",
+        transport=httpx.MockTransport(handler),
+        observer=observer,
+    )
 
 
 @pytest.mark.parametrize(
     ("status", "error", "retryable"),
-    [(429, UpstreamRateLimited, True), (500, UpstreamUnavailable, True), (503, UpstreamUnavailable, True),
-     (401, UpstreamAuthError, False), (403, UpstreamAuthError, False), (400, UpstreamBadRequest, False),
-     (404, UpstreamNotFound, False)],
+    [
+        (429, UpstreamRateLimited, True),
+        (500, UpstreamUnavailable, True),
+        (503, UpstreamUnavailable, True),
+        (401, UpstreamAuthError, False),
+        (403, UpstreamAuthError, False),
+        (400, UpstreamBadRequest, False),
+        (404, UpstreamNotFound, False),
+    ],
 )
 async def test_status_policy(status, error, retryable):
     observed = []
-    client = _client(lambda r: httpx.Response(status, json={"secret": "vendor-internal"},
-                                              headers={"Retry-After": "7"}), observed)
+    client = _client(
+        lambda r: httpx.Response(
+            status, json={"secret": "vendor-internal"}, headers={"Retry-After": "7"}
+        ),
+        observed,
+    )
     with pytest.raises(error) as info:
         await client.get_json("/x", operation="op")
     await client.aclose()
@@ -84,11 +98,19 @@ def test_retry_after_forms():
 
 def test_paginators():
     req = PageRequest("/q", {"a": "1"})
-    assert NextUrlPaginator("nextRecordsUrl", "done").next({"done": True, "nextRecordsUrl": "/n"}, req) is None
-    assert NextUrlPaginator("nextRecordsUrl", "done").next({"done": False, "nextRecordsUrl": "/n"}, req) == PageRequest("/n")
+    assert (
+        NextUrlPaginator("nextRecordsUrl", "done").next({"done": True, "nextRecordsUrl": "/n"}, req)
+        is None
+    )
+    assert NextUrlPaginator("nextRecordsUrl", "done").next(
+        {"done": False, "nextRecordsUrl": "/n"}, req
+    ) == PageRequest("/n")
     assert NextUrlPaginator("links.next").next({"links": {"next": None}}, req) is None
     stripe = CursorPaginator("has_more", param="starting_after", last_id=True)
-    assert stripe.next({"has_more": True, "data": [{"id": "a"}, {"id": "b"}]}, req).params == {"a": "1", "starting_after": "b"}
+    assert stripe.next({"has_more": True, "data": [{"id": "a"}, {"id": "b"}]}, req).params == {
+        "a": "1",
+        "starting_after": "b",
+    }
     assert stripe.next({"has_more": False, "data": [{"id": "a"}]}, req) is None
     assert stripe.next({"has_more": True, "data": []}, req) is None
     search = CursorPaginator("has_more", param="page", cursor_field="next_page")
@@ -107,7 +129,12 @@ async def test_paginate_is_bounded():
         return httpx.Response(200, json={"done": False, "next": "/again"})
 
     client = _client(forever)
-    pages = [p async for p in client.paginate("/start", NextUrlPaginator("next", "done"), operation="op", max_pages=5)]
+    pages = [
+        p
+        async for p in client.paginate(
+            "/start", NextUrlPaginator("next", "done"), operation="op", max_pages=5
+        )
+    ]
     await client.aclose()
     assert len(pages) == 5 and len(calls) == 5
 

@@ -17,6 +17,11 @@ def test_world_is_deterministic_and_messy():
 def test_stored_emails_normalize_to_the_canonical_one():
     world = World(300, seed=9)
     for p in world.people:
-        for stored in [p.crm_email, p.zendesk_email, p.mailchimp_email, *(b.email for b in p.billing)]:
+        for stored in [
+            p.crm_email,
+            p.zendesk_email,
+            p.mailchimp_email,
+            *(b.email for b in p.billing),
+        ]:
             if stored is not None:
                 assert stored.strip().lower() == p.email

@@ -87,7 +87,8 @@ class ConnectorContract:
         self, connector: Connector, state: SandboxState
     ) -> None:
         messy = [
-            p for p in self._present(state)
+            p
+            for p in self._present(state)
             if any(a.startswith("email_") and a.endswith(f":{self.vendor}") for a in p["anomalies"])
         ]
         if not messy:
@@ -95,9 +96,14 @@ class ConnectorContract:
         found = await self._by_email(connector, [p["email"] for p in messy])
         assert set(found) == {p["email"] for p in messy}
 
-    async def test_unknown_and_missing_are_absent(self, connector: Connector, state: SandboxState) -> None:
-        missing = [state.world.answer_key(p)["email"] for p in state.world.people
-                   if f"missing:{self.vendor}" in p.anomalies][:5]
+    async def test_unknown_and_missing_are_absent(
+        self, connector: Connector, state: SandboxState
+    ) -> None:
+        missing = [
+            state.world.answer_key(p)["email"]
+            for p in state.world.people
+            if f"missing:{self.vendor}" in p.anomalies
+        ][:5]
         unknown = ["nobody@nowhere.example", "o'brien@quote.example"]
         found = await self._by_email(connector, [*missing, *unknown])
         assert not any(found.get(e) for e in [*missing, *unknown])
