@@ -280,7 +280,9 @@ class Customer:
             for t in _newest_first(tickets, lambda t: t.updated_at or t.created_at)
         ]
 
-    @strawberry.field(description="Current (not canceled) subscriptions over every billing account.")
+    @strawberry.field(
+        description="Current (not canceled) subscriptions over every billing account."
+    )
     def subscriptions(self) -> list[Subscription] | None:
         _raise_failure(self._profile, Domain.BILLING)
         return [

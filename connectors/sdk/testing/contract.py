@@ -49,7 +49,8 @@ def connector_class(vendor: str) -> type[Connector]:
 
 @pytest.mark.contract
 class ConnectorContract:
-    """The suite; fixtures ``state``, ``base_url`` and ``connector`` come from
+    """The suite; fixtures ``contract_state``, ``contract_base_url`` and
+    ``contract_connector`` come from
     the kit's pytest plugin (:mod:`connectors.sdk.testing.plugin`)."""
 
     vendor: ClassVar[str]
@@ -70,71 +71,71 @@ class ConnectorContract:
         assert cls.email_batch_size >= 1
 
     async def test_email_lookup_finds_every_present_person(
-        self, connector: Connector, state: SandboxState
+        self, contract_connector: Connector, contract_state: SandboxState
     ) -> None:
-        present = self._present(state)[:40]
-        found = await self._by_email(connector, [p["email"] for p in present])
+        present = self._present(contract_state)[:40]
+        found = await self._by_email(contract_connector, [p["email"] for p in present])
         for person in present:
             records = found.get(person["email"])
             assert records, f"{person['email']} not found"
-            ids = {r.source.record_id for r in records}
-            assert ids <= set(person["systems"][self.vendor]) | {person["systems"][self.vendor][0]}
+            assert {r.source.record_id for r in records} <= set(person["systems"][self.vendor])
             for record in records:
                 assert record.source.system == self.vendor
                 assert record.source.record_id
 
     async def test_messy_stored_emails_are_keyed_normalized(
-        self, connector: Connector, state: SandboxState
+        self, contract_connector: Connector, contract_state: SandboxState
     ) -> None:
         messy = [
             p
-            for p in self._present(state)
+            for p in self._present(contract_state)
             if any(a.startswith("email_") and a.endswith(f":{self.vendor}") for a in p["anomalies"])
         ]
         if not messy:
             pytest.skip(f"{self.vendor} stores every email clean in this world")
-        found = await self._by_email(connector, [p["email"] for p in messy])
+        found = await self._by_email(contract_connector, [p["email"] for p in messy])
         assert set(found) == {p["email"] for p in messy}
 
     async def test_unknown_and_missing_are_absent(
-        self, connector: Connector, state: SandboxState
+        self, contract_connector: Connector, contract_state: SandboxState
     ) -> None:
-        missing = [
-            state.world.answer_key(p)["email"]
-            for p in state.world.people
-            if f"missing:{self.vendor}" in p.anomalies
-        ][:5]
+        world = contract_state.world
+        missing = [p.email for p in world.people if f"missing:{self.vendor}" in p.anomalies][:5]
         unknown = ["nobody@nowhere.example", "o'brien@quote.example"]
-        found = await self._by_email(connector, [*missing, *unknown])
+        found = await self._by_email(contract_connector, [*missing, *unknown])
         assert not any(found.get(e) for e in [*missing, *unknown])
-        assert await self._by_email(connector, []) == {}
+        assert await self._by_email(contract_connector, []) == {}
 
-    async def test_by_id_agrees_with_email(self, connector: Connector, state: SandboxState) -> None:
-        present = self._present(state)[:10]
+    async def test_by_id_agrees_with_email(
+        self, contract_connector: Connector, contract_state: SandboxState
+    ) -> None:
+        by_id = getattr(contract_connector, _ID_METHOD[contract_connector.domain])
+        present = self._present(contract_state)[:10]
         ids = [p["systems"][self.vendor][0] for p in present]
-        found = await getattr(connector, _ID_METHOD[connector.domain])(ids)
+        found = await by_id(ids)
         for person, record_id in zip(present, ids, strict=True):
             got = found.get(record_id)
             assert got, f"{record_id} not found by id"
             records = got if isinstance(got, Sequence) else [got]
             assert all((r.email or "").strip().lower() == person["email"] for r in records)
-        missing = await getattr(connector, _ID_METHOD[connector.domain])(["does-not-exist-0"])
-        assert not missing.get("does-not-exist-0")
+        assert not (await by_id(["does-not-exist-0"])).get("does-not-exist-0")
 
-    async def test_batch_of_50_is_bounded(self, connector: Connector, state: SandboxState) -> None:
-        emails = [p["email"] for p in self._present(state)[:50]]
-        state.stats.clear()
-        await self._by_email(connector, emails)
-        bound = math.ceil(50 / connector.email_batch_size)
-        for route, calls in state.stats.items():
+    async def test_batch_of_50_is_bounded(
+        self, contract_connector: Connector, contract_state: SandboxState
+    ) -> None:
+        emails = [p["email"] for p in self._present(contract_state)[:50]]
+        contract_state.stats.clear()
+        await self._by_email(contract_connector, emails)
+        bound = math.ceil(50 / contract_connector.email_batch_size)
+        for route, calls in contract_state.stats.items():
             assert calls <= bound, f"{route}: {calls} calls for 50 emails (bound {bound})"
 
-    async def test_bad_credentials_raise_auth_error(self, base_url: str) -> None:
+    async def test_bad_credentials_raise_auth_error(self, contract_base_url: str) -> None:
         cls = connector_class(self.vendor)
         wrong = {k: "wrong" for k in SANDBOX_CREDENTIALS[self.vendor]}
         if "email" in wrong:
             wrong["email"] = "intruder@evil.example"
-        connector = cls(ConnectorSettings(base_url=base_url, credentials=wrong))
+        connector = cls(ConnectorSettings(base_url=contract_base_url, credentials=wrong))
         try:
             with pytest.raises(UpstreamAuthError) as info:
                 await self._by_email(connector, ["someone@example.com"])
@@ -142,8 +143,8 @@ class ConnectorContract:
         finally:
             await connector.close()
 
-    def test_sandbox_answers_unknown_paths_with_4xx(self, base_url: str) -> None:
-        response = httpx.get(f"{base_url}/definitely/not/an/api/path")
+    def test_sandbox_answers_unknown_paths_with_4xx(self, contract_base_url: str) -> None:
+        response = httpx.get(f"{contract_base_url}/definitely/not/an/api/path")
         assert 400 <= response.status_code < 500
 
 

@@ -20,7 +20,7 @@ from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, SandboxState, load_vendo
 from connectors.sdk.testing.server import serve_in_thread
 from connectors.sdk.world import World
 
-__all__ = ["base_url", "connector", "pytest_configure", "state"]
+__all__ = ["contract_base_url", "contract_connector", "contract_state", "pytest_configure"]
 
 
 def pytest_configure(config: Any) -> None:
@@ -28,24 +28,28 @@ def pytest_configure(config: Any) -> None:
 
 
 @pytest.fixture(scope="class")
-def state(request: pytest.FixtureRequest) -> SandboxState:
+def contract_state(request: pytest.FixtureRequest) -> SandboxState:
     cls = request.cls
     return SandboxState(World(customers=cls.customers, seed=cls.seed))
 
 
 @pytest.fixture(scope="class")
-def base_url(request: pytest.FixtureRequest, state: SandboxState) -> Iterator[str]:
-    with serve_in_thread(load_vendor_app(request.cls.vendor, state)) as url:
+def contract_base_url(
+    request: pytest.FixtureRequest, contract_state: SandboxState
+) -> Iterator[str]:
+    with serve_in_thread(load_vendor_app(request.cls.vendor, contract_state)) as url:
         yield url
 
 
 @pytest.fixture
-async def connector(request: pytest.FixtureRequest, base_url: str) -> AsyncIterator[Connector]:
+async def contract_connector(
+    request: pytest.FixtureRequest, contract_base_url: str
+) -> AsyncIterator[Connector]:
     from connectors.sdk.testing.contract import connector_class
 
     vendor = request.cls.vendor
     built = connector_class(vendor)(
-        ConnectorSettings(base_url=base_url, credentials=SANDBOX_CREDENTIALS[vendor])
+        ConnectorSettings(base_url=contract_base_url, credentials=SANDBOX_CREDENTIALS[vendor])
     )
     yield built
     await built.close()

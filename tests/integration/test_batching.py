@@ -1,0 +1,69 @@
+"""N customers cost a bounded number of upstream calls per route, never N × K.
+
+Counted by the sandbox itself (``/_sandbox/stats``), independently of the
+gateway. Bounds follow each vendor's batch limit; Mailchimp has no multi-email
+read, so its member search is the one documented floor of one call per customer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+QUERY = """query($emails: [String!]) { customers(emails: $emails) {
+  id name email sources { system id }
+  account { id name parent { id name } }
+  tickets { id status } subscriptions { id status } invoices { id status }
+  marketing { status lists { id } consents { channel status } } } }"""
+
+
+def _bounds(n: int) -> dict[str, int]:
+    return {
+        # SOQL: 100 emails per query.
+        "salesforce GET /services/data/{version}/query": math.ceil(n / 100),
+        # Multi-id read, 200 ids per call; accounts, then their parents.
+        "salesforce GET /services/data/{version}/composite/sobjects/{sobject}": 2
+        * math.ceil(n / 200),
+        # Search with OR-ed values: 50 emails per user search, 20 requesters per ticket search.
+        "zendesk GET /api/v2/search.json": math.ceil(n / 50) + math.ceil(n / 20),
+        # Search with up to 10 OR-ed clauses; a few duplicate billing customers add a chunk.
+        "stripe GET /v1/customers/search": math.ceil(n / 10),
+        "stripe GET /v1/invoices/search": math.ceil(n * 1.1 / 10) + 1,
+        # The floor: one search per email.
+        "mailchimp GET /3.0/search-members": n,
+        "mailchimp GET /3.0/lists": 1,
+    }
+
+
+@pytest.mark.parametrize("n", [1, 10, 50, 200])
+def test_calls_per_route_are_bounded(gql, sandbox_url, answer_key, n):
+    emails = [p["email"] for p in answer_key if p["in_all"]][:n]
+    assert len(emails) == n
+    httpx.post(f"{sandbox_url}/_sandbox/reset-stats")
+    body = gql(QUERY, emails=emails)
+    assert "errors" not in body
+    assert [c["email"] for c in body["data"]["customers"]] == emails
+    routes = httpx.get(f"{sandbox_url}/_sandbox/stats").json()["routes"]
+    bounds = _bounds(n)
+    unexpected = set(routes) - set(bounds)
+    assert not unexpected, f"routes without a declared bound: {unexpected}"
+    for route, calls in routes.items():
+        assert calls <= bounds[route], f"{route}: {calls} calls for {n} customers"
+    assert routes["mailchimp GET /3.0/search-members"] == n
+    if n >= 50:
+        batched = {r: c for r, c in routes.items() if not r.startswith("mailchimp")}
+        assert all(c < n / 4 for c in batched.values()), batched
+
+
+def test_same_customer_twice_in_one_query_is_fetched_once(gql, sandbox_url, answer_key):
+    email = next(p["email"] for p in answer_key if p["in_all"])
+    httpx.post(f"{sandbox_url}/_sandbox/reset-stats")
+    body = gql(QUERY, emails=[email, email.upper(), f"  {email} "])
+    assert [c["email"] for c in body["data"]["customers"]] == [email] * 3
+    routes = httpx.get(f"{sandbox_url}/_sandbox/stats").json()["routes"]
+    assert routes["mailchimp GET /3.0/search-members"] == 1
+    assert routes["salesforce GET /services/data/{version}/query"] == 1
