@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import quote, urlencode
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -153,23 +154,69 @@ class VendorClient:
         self.source = source
         self.policy = policy or ErrorPolicy(source)
         self._observer = observer
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            auth=auth,
-            headers=dict(headers or {}),
-            timeout=timeout,
-            transport=transport if transport is not None else make_transport(),
-        )
+        self._base = base_url.rstrip("/")
+        self._base_url = httpx.URL(self._base + "/")
+        self._auth = auth
+        self._headers = httpx.Headers(headers or {})
+        self._extensions = {
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        }
+        self._transport = transport if transport is not None else make_transport()
 
     @property
     def base_url(self) -> httpx.URL:
-        return self._client.base_url
+        return self._base_url
+
+    @property
+    def auth(self) -> httpx.Auth | None:
+        return self._auth
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def get_json(self, url: str, *, operation: str, params: Params | None = None) -> Any:
         return await self.request_json("GET", url, operation=operation, params=params)
+
+    def build_request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params | None = None,
+        json_body: Any = None,
+        form: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        """An ``httpx.Request`` for ``url`` (absolute, or a path under the base URL)."""
+        if not url.startswith(("http://", "https://")):
+            url = self._base + (url if url.startswith("/") else "/" + url)
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params, doseq=True, quote_via=quote)
+        return httpx.Request(
+            method,
+            url,
+            headers=self._headers,
+            json=json_body,
+            data=form,
+            extensions=self._extensions,
+        )
+
+    async def _send(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+        # Straight to the transport: AsyncClient's per-call machinery (URL
+        # re-merging, cookie jar, redirects, event hooks) cost about as much
+        # CPU as the HTTP exchange itself (bench/REPORT.md), and vendor APIs
+        # need none of it. Auth still runs as an httpx.Auth flow.
+        if self._auth is None:
+            response = await self._transport.handle_async_request(request)
+            return response, await response.aread()
+        flow = self._auth.async_auth_flow(request)
+        request = await flow.__anext__()
+        while True:
+            response = await self._transport.handle_async_request(request)
+            body = await response.aread()
+            try:
+                request = await flow.asend(response)
+            except StopAsyncIteration:
+                return response, body
 
     async def request_json(
         self,
@@ -186,15 +233,15 @@ class VendorClient:
         outcome = "ok"
         try:
             try:
-                response = await self._client.request(
-                    method, url, params=params, json=json_body, data=form
+                request = self.build_request(
+                    method, url, params=params, json_body=json_body, form=form
                 )
-                body = await response.aread()
+                response, body = await self._send(request)
             except httpx.TimeoutException as exc:
                 raise UpstreamTimeout(
                     f"{self.source} did not answer in time", source=self.source
                 ) from exc
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
                 raise UpstreamUnavailable(
                     f"{self.source} could not be reached", source=self.source
                 ) from exc
@@ -246,7 +293,7 @@ class VendorClient:
         target = httpx.URL(url)
         if not target.is_absolute_url:
             return
-        base = self._client.base_url
+        base = self._base_url
         if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
             raise UpstreamProtocolError(
                 f"{self.source} sent a next-page link to another origin", source=self.source

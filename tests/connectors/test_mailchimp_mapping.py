@@ -225,7 +225,7 @@ async def test_api_key_is_sent_as_basic_password_and_never_shown() -> None:
         settings(token="secret-key-us9"), transport=httpx.MockTransport(handler)
     )
     try:
-        assert "secret" not in repr(connector.http._client.auth)
+        assert "secret" not in repr(connector.http.auth)
         assert connector.dc == "us9"
         await connector.lists()
     finally:
@@ -247,7 +247,7 @@ async def test_oauth_token_is_sent_as_bearer() -> None:
         settings(oauth_token="oauth-secret"), transport=httpx.MockTransport(handler)
     )
     try:
-        assert "oauth-secret" not in repr(connector.http._client.auth)
+        assert "oauth-secret" not in repr(connector.http.auth)
         assert connector.dc == "us9"  # from the base URL: OAuth tokens carry no dc
         await connector.lists()
     finally:

@@ -307,7 +307,7 @@ async def test_auth_repr_hides_the_token() -> None:
     connector = SalesforceConnector(_settings())
     try:
         assert "s3cret" not in repr(connector.auth())
-        assert "s3cret" not in repr(connector.http._client.auth)
+        assert "s3cret" not in repr(connector.http.auth)
     finally:
         await connector.close()
 
