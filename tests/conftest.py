@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import gateway_config, gateway_process, sandbox_process
+
+from tests.servers import gateway_config, gateway_process, sandbox_process
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, urlencode
 from typing import Any, Literal, Protocol
+from urllib.parse import quote, urlencode
 
 import httpx
 

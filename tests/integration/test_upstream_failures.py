@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from servers import gateway_config, gateway_process
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors.sdk.testing.server import serve_in_thread
+from tests.servers import gateway_config, gateway_process
 
 pytestmark = pytest.mark.integration
 
