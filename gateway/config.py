@@ -54,6 +54,9 @@ class ConnectorConfig:
     name: str
     kind: str  # entry point name in the `c360.connectors` group
     settings: ConnectorSettings
+    # The connector's whole config mapping: layers (resilience, cache TTLs)
+    # read their own sections from it.
+    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,8 @@ class Settings:
     graphiql: bool = False
     max_body_bytes: int = 64 * 1024
     id_key_is_ephemeral: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # The whole config document, for sections owned by other modules.
+    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 def resolve_secret(reference: str, *, where: str) -> str:
@@ -120,6 +124,7 @@ def _connector(name: str, raw: Any) -> ConnectorConfig:
     return ConnectorConfig(
         name=name,
         kind=str(raw.get("type", name)),
+        raw=dict(raw),
         settings=ConnectorSettings(
             base_url=base_url, credentials=credentials, options=dict(options), timeout=timeout
         ),
@@ -155,6 +160,7 @@ def settings_from_mapping(
         transport=transport,
         max_customers=max_customers,
         graphiql=bool(gateway.get("graphiql", False)),
+        raw=dict(data),
     )
 
 

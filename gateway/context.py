@@ -8,7 +8,7 @@ here can leak into another principal's response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,21 +18,19 @@ from starlette.requests import Request
 from connectors.sdk import Connector, UpstreamError
 from gateway.config import Settings
 from gateway.registry import ConnectorSet
+from gateway.upstream import RequestScope, UpstreamCall, direct_call
 
 if TYPE_CHECKING:
     from gateway.identity import CustomerIds
 
 __all__ = ["Context", "Loaders"]
 
-BatchMethod = Callable[[Sequence[str]], Any]
-
-
-def _batch_fn(connector: Connector, method: str) -> Callable[[list[str]], Any]:
-    call: BatchMethod = getattr(connector, method)
-
+def _batch_fn(
+    call: UpstreamCall, connector: Connector, method: str, scope: RequestScope
+) -> Callable[[list[str]], Any]:
     async def load(keys: list[str]) -> list[Any]:
         try:
-            found: Mapping[str, Any] = await call(keys)
+            found: Mapping[str, Any] = await call(connector, method, keys, scope)
         except UpstreamError as exc:
             # One failure fails every key of this batch; DataLoader hands the
             # exception to each waiting resolver, which reports it on its field.
@@ -45,15 +43,22 @@ def _batch_fn(connector: Connector, method: str) -> Callable[[list[str]], Any]:
 class Loaders:
     """Lazily built ``DataLoader`` per ``(connector name, method)``."""
 
-    def __init__(self, connectors: ConnectorSet) -> None:
+    def __init__(
+        self,
+        connectors: ConnectorSet,
+        call: UpstreamCall = direct_call,
+        scope: RequestScope | None = None,
+    ) -> None:
         self._connectors = connectors
+        self._call = call
+        self.scope = scope or RequestScope()
         self._loaders: dict[tuple[str, str], DataLoader[str, Any]] = {}
 
     def get(self, connector: Connector, method: str) -> DataLoader[str, Any]:
         key = (connector.name, method)
         loader = self._loaders.get(key)
         if loader is None:
-            loader = DataLoader(_batch_fn(connector, method))
+            loader = DataLoader(_batch_fn(self._call, connector, method, self.scope))
             self._loaders[key] = loader
         return loader
 
