@@ -80,7 +80,7 @@ class MailchimpData:
             "merge_fields": {
                 "FNAME": person.first_name,
                 "LNAME": person.last_name,
-                "PHONE": person.phone,
+                "PHONE": person.mailchimp_phone or "",
             },
             "stats": {
                 "avg_open_rate": membership.avg_open_rate,

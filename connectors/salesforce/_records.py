@@ -131,7 +131,7 @@ class Org:
                 "LastName": p.last_name,
                 "Name": p.name,
                 "Email": p.crm_email,
-                "Phone": p.phone,
+                "Phone": p.crm_phone,
                 "Title": p.title,
                 "AccountId": orgs[p.org].crm_id if p.org is not None else None,
                 "LastModifiedDate": p.crm_updated,

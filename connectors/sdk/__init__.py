@@ -20,6 +20,7 @@ from connectors.sdk.base import (
     gather_chunks,
     group_by,
     normalize_email,
+    normalize_phone,
 )
 from connectors.sdk.errors import (
     ConfigurationError,
@@ -51,6 +52,7 @@ from connectors.sdk.models import (
     MarketingMember,
     Opportunity,
     Organization,
+    Page,
     Person,
     SourceRef,
     Subscription,
@@ -76,6 +78,7 @@ __all__ = [
     "OffsetPaginator",
     "Opportunity",
     "Organization",
+    "Page",
     "PageRequest",
     "Person",
     "SourceRef",
@@ -97,4 +100,5 @@ __all__ = [
     "group_by",
     "make_transport",
     "normalize_email",
+    "normalize_phone",
 ]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import httpx
+import phonenumbers
 
 from connectors.sdk.errors import ConfigurationError
 from connectors.sdk.http import ErrorPolicy, RequestObserver, VendorClient
@@ -34,6 +35,7 @@ from connectors.sdk.models import (
     MarketingMember,
     Opportunity,
     Organization,
+    Page,
     Person,
     Ticket,
 )
@@ -49,10 +51,28 @@ __all__ = [
     "gather_chunks",
     "group_by",
     "normalize_email",
+    "normalize_phone",
 ]
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+def normalize_phone(value: str | None, region: str = "US") -> str | None:
+    """E.164 (``+14155550123``) for a valid number in any common format, else ``None``.
+
+    Placeholders (``n/a``, ``000-000-0000``) and impossible numbers are
+    ``None``, so they can never link two people.
+    """
+    if not value or not value.strip():
+        return None
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def normalize_email(value: str | None) -> str | None:
@@ -173,8 +193,32 @@ class CrmConnector(Connector):
     async def people_by_id(self, ids: Sequence[str]) -> Mapping[str, Person]:
         return {}
 
+    async def people_by_phone(self, phones: Sequence[str]) -> Mapping[str, Sequence[Person]]:
+        """Contacts whose phone matches, keyed by the E.164 number asked for."""
+        return {}
+
     async def organizations_by_id(self, ids: Sequence[str]) -> Mapping[str, Organization]:
         return {}
+
+    async def child_organizations(
+        self, organization_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[Organization]]:
+        """Direct children of each organization (its ``parent_id`` is the key)."""
+        return {}
+
+    async def contacts_of_organizations(
+        self, organization_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[Person]]:
+        return {}
+
+    async def organizations_page(self, limit: int, after: str | None) -> Page[Organization]:
+        """A page of all organizations in a stable order; ``after`` is the
+        connector's own cursor from the previous page."""
+        return Page(items=())
+
+    async def search_people(self, text: str, limit: int, after: str | None) -> Page[Person]:
+        """Full-text search over people (names, emails, phones)."""
+        return Page(items=())
 
     async def opportunities_of_organizations(
         self, organization_ids: Sequence[str]
@@ -192,6 +236,10 @@ class TicketingConnector(Connector):
         """End users whose email matches, keyed by normalized email."""
 
     async def requesters_by_id(self, ids: Sequence[str]) -> Mapping[str, Person]:
+        return {}
+
+    async def requesters_by_phone(self, phones: Sequence[str]) -> Mapping[str, Sequence[Person]]:
+        """End users whose phone matches, keyed by the E.164 number asked for."""
         return {}
 
     async def tickets_of_requesters(
@@ -214,6 +262,10 @@ class BillingConnector(Connector):
         """
 
     async def customers_by_id(self, ids: Sequence[str]) -> Mapping[str, Person]:
+        return {}
+
+    async def customers_by_phone(self, phones: Sequence[str]) -> Mapping[str, Sequence[Person]]:
+        """Billing customers whose phone matches, keyed by the E.164 number asked for."""
         return {}
 
     async def invoices_of_customers(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 __all__ = [
     "Consent",
@@ -20,6 +21,7 @@ __all__ = [
     "MarketingMember",
     "Opportunity",
     "Organization",
+    "Page",
     "Person",
     "SourceRef",
     "Subscription",
@@ -178,3 +180,16 @@ class EngagementEvent:
     @property
     def id(self) -> str:
         return self.source.record_id
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page(Generic[R]):
+    """One page of a list read; ``next_cursor`` is the connector's own cursor
+    for the next page, ``None`` on the last page."""
+
+    items: tuple[R, ...]
+    next_cursor: str | None = None
+    total: int | None = None

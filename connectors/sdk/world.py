@@ -6,7 +6,18 @@ with parents, with the mess real data has:
 
 * a few percent of people missing from each system;
 * email case and whitespace differences between systems;
-* a duplicate billing customer here and there (same email, two records).
+* a duplicate billing customer here and there (same email, two records);
+* phones stored in each system's own format, a phone that conflicts between
+  CRM and ticketing now and then, placeholder values (``n/a`` phones, a
+  ``test@example.com`` billing email reachable only through the CRM id the
+  billing record carries) that must never link two people;
+* explicit links: CRM ids on some billing customers (metadata) and ticketing
+  users (external_id);
+* one loop in the account hierarchy (two accounts that are each other's parent).
+
+Every seeded anomaly is listed in the person's ``anomalies`` (the answer key),
+as ``kind:…:system``: ``missing``, ``email_case``, ``email_whitespace``,
+``duplicate``, ``conflict:phone``, ``placeholder:phone``, ``placeholder:email``.
 
 Everything derives from ``random.Random(seed)`` and a fixed epoch, never the
 wall clock, so the same ``(customers, seed)`` always yields the same world.
@@ -25,6 +36,8 @@ from typing import Any
 
 __all__ = [
     "EPOCH",
+    "PLACEHOLDER_EMAIL",
+    "PLACEHOLDER_PHONES",
     "BillingAccount",
     "Membership",
     "SupportTicket",
@@ -34,6 +47,7 @@ __all__ = [
     "WorldPerson",
     "WorldSubscription",
     "mailchimp_hash",
+    "phone_formats",
 ]
 
 # The world's "now": fixed so that output is reproducible.
@@ -210,6 +224,20 @@ _PLANS = (
 _LISTS = (("a1b2c3d4e5", "Newsletter"), ("f6e5d4c3b2", "Product updates"))
 _CHANNELS = ("Email", "Direct Mail", "Customized Online Advertising")
 _B62 = string.digits + string.ascii_letters
+#: Values that are not real contact points; identity resolution must not link on them.
+PLACEHOLDER_EMAIL = "test@example.com"
+PLACEHOLDER_PHONES = ("n/a", "000-000-0000", "+10000000000")
+
+
+def phone_formats(e164: str) -> tuple[str, ...]:
+    """The ways systems store one North American number: E.164 and display forms."""
+    area, exchange, line = e164[2:5], e164[5:8], e164[8:]
+    return (
+        e164,
+        f"({area}) {exchange}-{line}",
+        f"+1 {area}-{exchange}-{line}",
+        f"{area}.{exchange}.{line}",
+    )
 
 
 def mailchimp_hash(email: str) -> str:
@@ -267,7 +295,7 @@ class BillingAccount:
     id: str
     email: str  # as stored by the billing system: may differ in case/padding
     name: str
-    phone: str | None
+    phone: str | None  # E.164, as Stripe recommends
     created: datetime
     crm_id: str | None  # metadata link some billing records carry
     subscriptions: list[WorldSubscription] = field(default_factory=list)
@@ -298,13 +326,17 @@ class WorldPerson:
     # Per system: None means "not in that system".
     crm_id: str | None = None
     crm_email: str | None = None
+    crm_phone: str | None = None
     crm_updated: datetime | None = None
     zendesk_id: int | None = None
     zendesk_email: str | None = None
+    zendesk_phone: str | None = None
+    zendesk_external_id: str | None = None  # the CRM id, on some users
     zendesk_updated: datetime | None = None
     tickets: list[SupportTicket] = field(default_factory=list)
     billing: list[BillingAccount] = field(default_factory=list)
     mailchimp_email: str | None = None
+    mailchimp_phone: str | None = None
     memberships: list[Membership] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
 
@@ -327,6 +359,10 @@ class World:
         self.seed = seed
         self._rng = random.Random(seed)
         self.orgs: list[WorldOrg] = self._make_orgs(max(4, customers // 8))
+        # One loop in the hierarchy: the last two accounts are each other's parent.
+        a, b = self.orgs[-2], self.orgs[-1]
+        a.parent, b.parent = b.index, a.index
+        self.cycle = (a.index, b.index)
         self.people: list[WorldPerson] = [self._make_person(i) for i in range(customers)]
         self._index()
 
@@ -406,23 +442,37 @@ class World:
             missing = set()
         for system in sorted(missing):
             p.anomalies.append(f"missing:{system}")
+        formats = phone_formats(p.phone)
         if "salesforce" not in missing:
             p.crm_id = self._id("003", 15)
             p.crm_email = self._mess(email, p, "salesforce", 0.08)
+            p.crm_phone = rng.choice(formats[1:3])
+            if i >= 5 and rng.random() < 0.02:
+                p.anomalies.append("placeholder:phone:salesforce")
+                p.crm_phone = rng.choice(PLACEHOLDER_PHONES)
             p.crm_updated = self._when(300)
         if "zendesk" not in missing:
             # Zendesk lower-cases addresses itself, so no case mess there.
             p.zendesk_id = 360_000_000_000 + i * 7 + 3
             p.zendesk_email = email
+            p.zendesk_phone = rng.choice((formats[0], formats[3]))
+            if i >= 5 and p.crm_id and rng.random() < 0.03:
+                # A number of its own: it must conflict, never link elsewhere.
+                p.anomalies.append("conflict:phone:zendesk")
+                p.zendesk_phone = f"+1628555{i % 10000:04d}"
+            if p.crm_id and rng.random() < 0.5:
+                p.zendesk_external_id = p.crm_id
             p.zendesk_updated = self._when(200)
             p.tickets = [self._make_ticket(p.zendesk_id, n) for n in range(rng.randrange(0, 6))]
         if "stripe" not in missing:
-            p.billing.append(self._make_billing(p, email))
-            if rng.random() < 0.02:
+            placeholder = i >= 5 and p.crm_id is not None and rng.random() < 0.015
+            p.billing.append(self._make_billing(p, email, placeholder=placeholder))
+            if not placeholder and rng.random() < 0.02:
                 p.anomalies.append("duplicate:stripe")
                 p.billing.append(self._make_billing(p, email, duplicate=True))
         if "mailchimp" not in missing:
             p.mailchimp_email = self._mess(email, p, "mailchimp", 0.05)
+            p.mailchimp_phone = formats[1] if rng.random() < 0.5 else None
             lists = _LISTS if rng.random() < 0.4 else _LISTS[:1]
             p.memberships = [
                 self._make_membership(list_id, list_name) for list_id, list_name in lists
@@ -441,17 +491,22 @@ class World:
         )
 
     def _make_billing(
-        self, p: WorldPerson, email: str, *, duplicate: bool = False
+        self, p: WorldPerson, email: str, *, duplicate: bool = False, placeholder: bool = False
     ) -> BillingAccount:
         rng = self._rng
-        stored = self._mess(email, p, "stripe", 0.06) if not duplicate else email.upper()
+        if placeholder:
+            # Reachable only through the CRM id in its metadata.
+            p.anomalies.append("placeholder:email:stripe")
+            stored = PLACEHOLDER_EMAIL
+        else:
+            stored = self._mess(email, p, "stripe", 0.06) if not duplicate else email.upper()
         account = BillingAccount(
             id=self._id("cus_", 14),
             email=stored,
             name=p.name,
             phone=p.phone if rng.random() < 0.6 else None,
             created=self._when(900),
-            crm_id=p.crm_id if p.crm_id and rng.random() < 0.5 else None,
+            crm_id=p.crm_id if p.crm_id and (placeholder or rng.random() < 0.5) else None,
         )
         if not duplicate:
             for _ in range(rng.choice((0, 1, 1, 1, 2))):
@@ -549,7 +604,13 @@ class World:
             "name": person.name,
             "phone": person.phone,
             "systems": systems,
-            "organization": {"salesforce": org.crm_id, "name": org.name} if org else None,
+            "organization": {
+                "salesforce": org.crm_id,
+                "name": org.name,
+                "in_cycle": org.index in self.cycle,
+            }
+            if org
+            else None,
             "in_all": person.in_all,
             "anomalies": list(person.anomalies),
             "counts": {

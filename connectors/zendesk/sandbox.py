@@ -93,10 +93,10 @@ class _Index:
             rng = random.Random(f"{world.seed}:zendesk:user:{uid}")
             updated = p.zendesk_updated or EPOCH
             user: Record = {
-                "id": uid, "name": p.name, "email": p.zendesk_email, "phone": p.phone,
-                # About half of the users carry the CRM contact id, as an
-                # integration that syncs Salesforce into Zendesk would set it.
-                "external_id": p.crm_id if p.crm_id and rng.random() < 0.5 else None,
+                "id": uid, "name": p.name, "email": p.zendesk_email, "phone": p.zendesk_phone,
+                # Some users carry the CRM contact id, as an integration
+                # that syncs Salesforce into Zendesk would set it.
+                "external_id": p.zendesk_external_id,
                 "role": "end-user", "active": True, "verified": True,
                 "organization_id": None, "tags": [],
                 "created_at": _iso(updated - timedelta(days=rng.randrange(30, 900))),

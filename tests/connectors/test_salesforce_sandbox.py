@@ -111,7 +111,7 @@ async def test_email_lookup_maps_contacts(box: Sandbox, sf: SalesforceConnector)
             p.first_name,
             p.last_name,
         )
-        assert (person.phone, person.title, person.organization_id) == (p.phone, p.title, org)
+        assert (person.phone, person.title, person.organization_id) == (p.crm_phone, p.title, org)
         assert person.source.updated_at == p.crm_updated
         assert person.source.url == f"{box.url}/lightning/r/Contact/{p.crm_id}/view"
 

@@ -101,7 +101,7 @@ async def test_requesters_by_email(
     for p in present:
         [person] = found[p.email]
         assert person.id == str(p.zendesk_id)
-        assert (person.name, person.email, person.phone) == (p.name, p.email, p.phone)
+        assert (person.name, person.email, person.phone) == (p.name, p.email, p.zendesk_phone)
         assert person.source.system == "zendesk"
         assert person.source.updated_at == p.zendesk_updated
         assert person.source.url == f"{url}/agent/users/{p.zendesk_id}"
