@@ -25,7 +25,8 @@ from strawberry.schema import BaseSchema
 
 from gateway.config import Settings
 from gateway.context import Context, Loaders
-from gateway.identity import CustomerIds
+from gateway.cursors import CursorCodec
+from gateway.identity import CustomerIds, identity_settings_from_mapping
 from gateway.registry import ConnectorSet
 from gateway.telemetry import CONTENT_TYPE_LATEST, Telemetry, logger
 from schema import build_schema
@@ -51,6 +52,8 @@ class GraphQLView(GraphQL[Context, None]):
             connectors=state.connectors,
             loaders=Loaders(state.connectors),
             ids=state.ids,
+            identity=state.identity,
+            cursors=state.cursors,
         )
 
 
@@ -59,6 +62,8 @@ class _State:
         self.settings = settings
         self.telemetry = telemetry
         self.ids = CustomerIds(settings.id_key)
+        self.identity = identity_settings_from_mapping(settings.raw.get("identity"))
+        self.cursors = CursorCodec(settings.id_key)
         self._connectors: ConnectorSet | None = None
 
     @property

@@ -21,9 +21,11 @@ from gateway.registry import ConnectorSet
 from gateway.upstream import RequestScope, UpstreamCall, direct_call
 
 if TYPE_CHECKING:
-    from gateway.identity import CustomerIds
+    from gateway.cursors import CursorCodec
+    from gateway.identity import CustomerIds, IdentitySettings
 
 __all__ = ["Context", "Loaders"]
+
 
 def _batch_fn(
     call: UpstreamCall, connector: Connector, method: str, scope: RequestScope
@@ -75,5 +77,7 @@ class Context:
     connectors: ConnectorSet
     loaders: Loaders
     ids: CustomerIds
+    identity: IdentitySettings
+    cursors: CursorCodec
     response: Any = None
     memo: dict[Hashable, Any] = field(default_factory=dict)

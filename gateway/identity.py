@@ -1,18 +1,32 @@
 """Cross-system identity: who a customer is in every connected system.
 
-A customer is anchored on a normalized email. Resolution looks the address up
-in every connector concurrently (one DataLoader batch per connector method),
-and a system's own id (``ref``) is first read from that system, then resolved
-by the email it carries. The gateway's customer id is the anchor encrypted
-deterministically (AES-SIV): stable across processes that share
-``C360_ID_KEY``, opaque to clients, and reversible without a database.
+Resolution is a bounded closure over match keys, in the configured priority
+order (``identity.match_keys``, default ``link, email, phone``)::
+
+    round 1   the anchor: an email (or a system's own record, for ``ref``)
+    round 2+  keys the found records carry: explicit links (a CRM id on a
+              Stripe customer's metadata or a Zendesk user's external_id, and
+              records elsewhere that link back to a found one), phones (E.164),
+              and emails of records found by id or link
+
+Each round asks every connector for all new keys at once, through the
+request's DataLoaders, so N customers still cost one batch per connector
+method per round. Blocked values (placeholders like ``test@example.com`` or
+``n/a``) never become keys, so they never link two people, and a record found
+by several keys is linked once. Emails found only by a phone match are not
+followed: a shared phone must not pull in someone else's records.
+
+The gateway's customer id is the anchor encrypted deterministically
+(AES-SIV): stable across processes that share ``C360_ID_KEY``, opaque to
+clients, and reversible without a database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterable, Sequence
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,40 +38,104 @@ from connectors.sdk import (
     Domain,
     MarketingMember,
     Person,
-    SourceRef,
     UpstreamError,
     normalize_email,
+    normalize_phone,
 )
+from gateway.config import ConfigError
 from gateway.context import Context
+from gateway.survivorship import DEFAULT_RULES, Rule, rules_from_mapping
 
 __all__ = [
     "EMAIL_LOOKUP",
     "ID_LOOKUP",
+    "PHONE_LOOKUP",
     "CustomerIds",
+    "IdentitySettings",
     "InvalidCustomerId",
     "Linked",
     "Profile",
-    "resolve_by_email",
-    "resolve_by_ref",
+    "identity_settings_from_mapping",
+    "resolve",
 ]
 
-#: The method of each domain that finds people by normalized email.
 EMAIL_LOOKUP = {
     Domain.CRM: "people_by_email",
     Domain.TICKETING: "requesters_by_email",
     Domain.BILLING: "customers_by_email",
     Domain.MARKETING: "members_by_email",
 }
-#: The method of each domain that reads a person by that system's own id.
 ID_LOOKUP = {
     Domain.CRM: "people_by_id",
     Domain.TICKETING: "requesters_by_id",
     Domain.BILLING: "customers_by_id",
     Domain.MARKETING: "members_by_id",
 }
-#: Which system's value wins for the golden name/email/phone.
-_PRIORITY = (Domain.CRM, Domain.BILLING, Domain.TICKETING, Domain.MARKETING)
+PHONE_LOOKUP = {
+    Domain.CRM: "people_by_phone",
+    Domain.TICKETING: "requesters_by_phone",
+    Domain.BILLING: "customers_by_phone",
+}
+_LINKED = "people_linked_to"
 _ID_PREFIX = "c360_"
+_MATCH_KEYS = ("link", "email", "phone")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    match_keys: tuple[str, ...] = _MATCH_KEYS
+    max_rounds: int = 3
+    blocked_emails: tuple[str, ...] = (
+        "test@example.com", "noreply@*", "no-reply@*", "donotreply@*", "*@example.invalid",
+    )  # fmt: skip
+    blocked_phones: tuple[str, ...] = ()
+    rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
+    conflict_fields: tuple[str, ...] = ("name", "phone", "title")
+
+    def email_key(self, value: str | None) -> str | None:
+        email = normalize_email(value)
+        if email is None or any(fnmatch.fnmatchcase(email, p) for p in self.blocked_emails):
+            return None
+        return email
+
+    def phone_key(self, value: str | None) -> str | None:
+        phone = normalize_phone(value)
+        if phone is None or phone in self.blocked_phones:
+            return None
+        return phone
+
+
+def identity_settings_from_mapping(raw: Any) -> IdentitySettings:
+    """Read the ``identity:`` section of the gateway config."""
+    if raw is None:
+        return IdentitySettings()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("identity must be a mapping")
+    defaults = IdentitySettings()
+    keys = tuple(raw.get("match_keys", defaults.match_keys))
+    if not keys or any(k not in _MATCH_KEYS for k in keys):
+        raise ConfigError(f"identity.match_keys must name some of {', '.join(_MATCH_KEYS)}")
+    rounds = raw.get("max_rounds", defaults.max_rounds)
+    if not isinstance(rounds, int) or not 1 <= rounds <= 5:
+        raise ConfigError("identity.max_rounds must be an integer from 1 to 5")
+    blocked = raw.get("blocked") or {}
+    if not isinstance(blocked, Mapping):
+        raise ConfigError("identity.blocked must map 'emails' and/or 'phones' to lists")
+    emails = blocked.get("emails", defaults.blocked_emails)
+    phones = blocked.get("phones", defaults.blocked_phones)
+    fields = raw.get("conflict_fields", defaults.conflict_fields)
+    for name, value in (("blocked.emails", emails), ("blocked.phones", phones),
+                        ("conflict_fields", fields)):  # fmt: skip
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"identity.{name} must be a list of strings")
+    return IdentitySettings(
+        match_keys=keys,
+        max_rounds=rounds,
+        blocked_emails=tuple(e.strip().lower() for e in emails),
+        blocked_phones=tuple(p for v in phones if (p := normalize_phone(v) or v)),
+        rules=rules_from_mapping(raw.get("survivorship")),
+        conflict_fields=tuple(fields),
+    )
 
 
 class InvalidCustomerId(ValueError):
@@ -65,11 +143,13 @@ class InvalidCustomerId(ValueError):
 
 
 class CustomerIds:
+    """Anchors are ``e:<email>`` or ``r:<system>:<record id>``."""
+
     def __init__(self, key: bytes) -> None:
         self._siv = AESSIV(key)
 
-    def encode(self, email: str) -> str:
-        token = self._siv.encrypt(b"e:" + email.encode(), None)
+    def encode(self, anchor: str) -> str:
+        token = self._siv.encrypt(anchor.encode(), None)
         return _ID_PREFIX + base64.urlsafe_b64encode(token).rstrip(b"=").decode()
 
     def decode(self, customer_id: str) -> str:
@@ -78,72 +158,55 @@ class CustomerIds:
         raw = customer_id.removeprefix(_ID_PREFIX)
         try:
             token = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-            plain = self._siv.decrypt(token, None)
+            anchor = self._siv.decrypt(token, None).decode()
         except (ValueError, InvalidTag) as exc:
             raise InvalidCustomerId("not a c360 customer id") from exc
-        if not plain.startswith(b"e:"):
+        if not anchor.startswith(("e:", "r:")):
             raise InvalidCustomerId("not a c360 customer id")
-        return plain[2:].decode()
+        return anchor
 
 
 @dataclass(frozen=True, slots=True)
 class Linked:
-    """One record of the customer in one system."""
+    """One record of the customer in one system, and the key that found it."""
 
     connector: Connector
     record: Person | MarketingMember
+    matched_by: str  # "ref" | "email" | "phone" | "link"
 
 
 @dataclass
 class Profile:
     """Everything resolution found for one customer."""
 
-    email: str | None
     linked: dict[Domain, list[Linked]] = field(default_factory=dict)
-    # Systems whose lookup failed: their fields report the error.
+    # Lookups that failed: a domain with no record and a failure reports it.
     failures: dict[Domain, UpstreamError] = field(default_factory=dict)
+    _seen: set[tuple[str, str, str | None]] = field(default_factory=set)
 
     def records(self, domain: Domain) -> list[Linked]:
         return self.linked.get(domain, [])
 
+    def all(self) -> Iterable[Linked]:
+        for domain in Domain:
+            yield from self.records(domain)
+
     @property
     def found(self) -> bool:
-        return any(self.linked.values())
+        return bool(self._seen)
 
-    def _first(self, attribute: str) -> Any:
-        for domain in _PRIORITY:
-            for link in self.records(domain):
-                value = getattr(link.record, attribute, None)
-                if value:
-                    return value
-        return None
-
-    @property
-    def name(self) -> str | None:
-        value: str | None = self._first("name")
-        return value
-
-    @property
-    def phone(self) -> str | None:
-        value: str | None = self._first("phone")
-        return value
-
-    @property
-    def sources(self) -> list[SourceRef]:
-        seen: dict[tuple[str, str], SourceRef] = {}
-        for domain in Domain:
-            for link in self.records(domain):
-                ref = link.record.source
-                seen.setdefault((ref.system, ref.record_id), ref)
-        return list(seen.values())
-
-    def add(self, domain: Domain, connector: Connector, records: Iterable[Any]) -> None:
-        bucket = self.linked.setdefault(domain, [])
-        known = {link.record.source.record_id for link in bucket if link.connector is connector}
+    def add(self, connector: Connector, records: Iterable[Any], matched_by: str) -> list[Linked]:
+        added: list[Linked] = []
         for record in records:
-            if record.source.record_id not in known:
-                known.add(record.source.record_id)
-                bucket.append(Linked(connector, record))
+            # A marketing member is one record per list it belongs to.
+            key = (connector.name, record.source.record_id, getattr(record, "list_id", None))
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            link = Linked(connector, record, matched_by)
+            self.linked.setdefault(connector.domain, []).append(link)
+            added.append(link)
+        return added
 
 
 def _as_list(found: Any) -> Sequence[Any]:
@@ -154,24 +217,77 @@ def _as_list(found: Any) -> Sequence[Any]:
     return (found,)
 
 
-async def resolve_by_email(ctx: Context, email: str, seed: Profile | None = None) -> Profile | None:
-    """Look ``email`` (already normalized) up in every connector at once."""
-    profile = seed or Profile(email=email)
-    pairs = [
-        (domain, connector)
-        for domain, connectors in ctx.connectors.by_domain.items()
-        for connector in connectors
-    ]
-    results = await asyncio.gather(
-        *(ctx.loaders.load(c, EMAIL_LOOKUP[d], email) for d, c in pairs), return_exceptions=True
-    )
-    for (domain, connector), result in zip(pairs, results, strict=True):
-        if isinstance(result, UpstreamError):
-            profile.failures.setdefault(domain, result)
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            profile.add(domain, connector, _as_list(result))
+def _supports(connector: Connector, method: str) -> bool:
+    # Hooks left at the SDK default would answer {} for free; skip the call.
+    base = next(b for b in type(connector).__mro__ if b.__module__ == "connectors.sdk.base")
+    return getattr(type(connector), method, None) is not getattr(base, method, None)
+
+
+@dataclass
+class _Frontier:
+    emails: set[str] = field(default_factory=set)
+    phones: set[str] = field(default_factory=set)
+    # "system:id" a found record points at: read it from its own system...
+    targets: set[str] = field(default_factory=set)
+    # ...and "system:id" of every found record: ask the others who links to it.
+    backrefs: set[str] = field(default_factory=set)
+
+    def minus(self, seen: _Frontier) -> None:
+        self.emails -= seen.emails
+        self.phones -= seen.phones
+        self.targets -= seen.targets | seen.backrefs
+        self.backrefs -= seen.backrefs
+
+
+def _keys_of(links: Iterable[Linked], settings: IdentitySettings, frontier: _Frontier) -> None:
+    for link in links:
+        record = link.record
+        if link.matched_by in ("ref", "link") and (e := settings.email_key(record.email)):
+            frontier.emails.add(e)
+        if isinstance(record, Person):
+            if phone := settings.phone_key(record.phone):
+                frontier.phones.add(phone)
+            for system, target in record.links.items():
+                frontier.targets.add(f"{system}:{target}")
+                frontier.backrefs.add(f"{system}:{target}")
+        frontier.backrefs.add(f"{link.connector.name}:{record.source.record_id}")
+
+
+async def resolve(
+    ctx: Context, *, email: str | None = None, ref: tuple[Connector, str] | None = None
+) -> Profile | None:
+    """Find the customer behind an email or a system's record id, everywhere."""
+    settings: IdentitySettings = ctx.identity
+    profile = Profile()
+    frontier = _Frontier()
+    if ref is not None:
+        connector, record_id = ref
+        found = _as_list(await ctx.loaders.load(connector, ID_LOOKUP[connector.domain], record_id))
+        _keys_of(profile.add(connector, found, "ref"), settings, frontier)
+        if not profile.found:
+            return None
+    elif email is not None:
+        if (key := settings.email_key(email)) is None:
+            return None
+        frontier.emails.add(key)
+    seen = _Frontier()
+    for _ in range(settings.max_rounds):
+        calls = _round_calls(ctx, settings, frontier, seen)
+        if not calls:
+            break
+        results = await asyncio.gather(
+            *(ctx.loaders.load(c, method, key) for c, method, key, _ in calls),
+            return_exceptions=True,
+        )
+        frontier = _Frontier()
+        for (connector, _method, _key, how), result in zip(calls, results, strict=True):
+            if isinstance(result, UpstreamError):
+                profile.failures.setdefault(connector.domain, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                _keys_of(profile.add(connector, _as_list(result), how), settings, frontier)
+        frontier.minus(seen)
     if not profile.found:
         if profile.failures:
             # Nothing found and something failed: we cannot say "no such
@@ -181,15 +297,37 @@ async def resolve_by_email(ctx: Context, email: str, seed: Profile | None = None
     return profile
 
 
-async def resolve_by_ref(ctx: Context, connector: Connector, record_id: str) -> Profile | None:
-    """Read the record from its own system, then resolve by the email it carries."""
-    found = _as_list(await ctx.loaders.load(connector, ID_LOOKUP[connector.domain], record_id))
-    if not found:
-        return None
-    emails = sorted(e for r in found if (e := normalize_email(getattr(r, "email", None))))
-    email = emails[0] if emails else None
-    seed = Profile(email=email)
-    seed.add(connector.domain, connector, found)
-    if email is None:
-        return seed
-    return await resolve_by_email(ctx, email, seed)
+def _round_calls(
+    ctx: Context, settings: IdentitySettings, frontier: _Frontier, seen: _Frontier
+) -> list[tuple[Connector, str, str, str]]:
+    calls: list[tuple[Connector, str, str, str]] = []
+    connectors = list(ctx.connectors.by_name.values())
+    if "email" in settings.match_keys:
+        for key in sorted(frontier.emails - seen.emails):
+            calls += [(c, EMAIL_LOOKUP[c.domain], key, "email") for c in connectors]
+        seen.emails |= frontier.emails
+    if "phone" in settings.match_keys:
+        for key in sorted(frontier.phones - seen.phones):
+            calls += [
+                (c, PHONE_LOOKUP[c.domain], key, "phone")
+                for c in connectors
+                if c.domain in PHONE_LOOKUP and _supports(c, PHONE_LOOKUP[c.domain])
+            ]
+        seen.phones |= frontier.phones
+    if "link" in settings.match_keys:
+        # A target that is itself a found record (in backrefs) needs no read.
+        for key in sorted(frontier.targets - seen.targets - seen.backrefs - frontier.backrefs):
+            system, _, target = key.partition(":")
+            owner = ctx.connectors.by_name.get(system)
+            if owner is not None:
+                calls.append((owner, ID_LOOKUP[owner.domain], target, "link"))
+        for key in sorted(frontier.backrefs - seen.backrefs):
+            system = key.partition(":")[0]
+            calls += [
+                (c, _LINKED, key, "link")
+                for c in connectors
+                if c.name != system and _supports(c, _LINKED)
+            ]
+        seen.targets |= frontier.targets
+        seen.backrefs |= frontier.backrefs
+    return calls

@@ -6,8 +6,8 @@ import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from schema.customer import Customer
 from schema.query import Query, SystemRefInput
-from schema.types import Customer
 
 __all__ = ["Customer", "Query", "SystemRefInput", "build_schema"]
 

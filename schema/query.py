@@ -1,22 +1,29 @@
-"""The root Query: look customers up by gateway id, email, or a system's own id."""
+"""The root Query: customers by gateway id, email or a system's id; search; accounts."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import strawberry
-from strawberry.types import Info
 
-from connectors.sdk import UpstreamError, normalize_email
-from gateway.context import Context
-from gateway.identity import InvalidCustomerId, Profile, resolve_by_email, resolve_by_ref
+from connectors.sdk import Connector, CrmConnector, Page, Person, UpstreamError, normalize_email
+from gateway.cursors import InvalidCursor
+from gateway.golden import GoldenRecord
+from gateway.identity import InvalidCustomerId, Profile, resolve
+from schema._loading import Ctx
+from schema.account import Account
+from schema.customer import Customer
 from schema.errors import bad_input, upstream_error
-from schema.types import Customer
+from schema.types import Connection
 
-__all__ = ["Query", "SystemRefInput"]
+__all__ = ["MAX_PAGE", "Query", "SystemRefInput"]
 
-Ctx = Info[Context, None]
 _MAX_EMAIL = 254
+MAX_PAGE = 50
+R = TypeVar("R")
 
 
 @strawberry.input(
@@ -34,26 +41,57 @@ def _email(value: str) -> str:
     return email
 
 
-def _customer_id_to_email(info: Ctx, value: str) -> str:
+def _anchor(info: Ctx, value: str) -> str:
     try:
         return info.context.ids.decode(value)
     except InvalidCustomerId:
         raise bad_input("id is not a customer id issued by this gateway", argument="id") from None
 
 
+def _connector(info: Ctx, system: str, argument: str) -> Connector:
+    connector = info.context.connectors.by_name.get(system)
+    if connector is None:
+        raise bad_input(f"unknown system {system!r}", argument=argument,
+                        known=info.context.connectors.names)  # fmt: skip
+    return connector
+
+
 def _wrap(info: Ctx, profile: Profile | None) -> Customer | None:
     if profile is None:
         return None
-    anchor = profile.email
-    customer_id = info.context.ids.encode(anchor) if anchor else ""
-    return Customer(id=strawberry.ID(customer_id), _profile=profile)
+    ctx = info.context
+    golden = GoldenRecord(profile, ctx.identity, ctx.connectors.names)
+    anchor = golden.anchor
+    return Customer(id=strawberry.ID(ctx.ids.encode(anchor) if anchor else ""), _profile=profile,
+                    _golden=golden)  # fmt: skip
 
 
-async def _by_email(info: Ctx, email: str) -> Customer | None:
+async def _by_anchor(info: Ctx, anchor: str) -> Customer | None:
     try:
-        return _wrap(info, await resolve_by_email(info.context, email))
+        if anchor.startswith("e:"):
+            return _wrap(info, await resolve(info.context, email=anchor[2:]))
+        system, _, record_id = anchor[2:].partition(":")
+        connector = info.context.connectors.by_name.get(system)
+        if connector is None:
+            return None
+        return _wrap(info, await resolve(info.context, ref=(connector, record_id)))
     except UpstreamError as exc:
         raise upstream_error(exc) from exc
+
+
+def _crm(info: Ctx) -> CrmConnector:
+    for connector in info.context.connectors.by_name.values():
+        if isinstance(connector, CrmConnector):
+            return connector
+    raise bad_input("no CRM is connected")
+
+
+def _item(result: Customer | BaseException | None) -> Customer | None:
+    if isinstance(result, Exception):
+        return result  # type: ignore[return-value]  # graphql-core reports it on the item
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 @strawberry.type
@@ -72,24 +110,15 @@ class Query:
         if len(given) != 1:
             raise bad_input("give exactly one of id, email or ref", given=given)
         if id is not None:
-            return await _by_email(info, _customer_id_to_email(info, str(id)))
+            return await _by_anchor(info, _anchor(info, str(id)))
         if email is not None:
-            return await _by_email(info, _email(email))
+            return await _by_anchor(info, "e:" + _email(email))
         assert ref is not None
-        connector = info.context.connectors.by_name.get(ref.system)
-        if connector is None:
-            raise bad_input(
-                f"unknown system {ref.system!r}",
-                argument="ref.system",
-                known=info.context.connectors.names,
-            )
-        if not str(ref.id).strip() or len(str(ref.id)) > 200:
+        connector = _connector(info, ref.system, "ref.system")
+        record_id = str(ref.id).strip()
+        if not record_id or len(record_id) > 200:
             raise bad_input("ref.id must be a non-empty id", argument="ref.id")
-        try:
-            profile = await resolve_by_ref(info.context, connector, str(ref.id).strip())
-        except UpstreamError as exc:
-            raise upstream_error(exc) from exc
-        return _wrap(info, profile)
+        return await _by_anchor(info, f"r:{connector.name}:{record_id}")
 
     @strawberry.field(description="Several customers, in input order; null where unknown.")
     async def customers(
@@ -107,20 +136,90 @@ class Query:
         if len(values) > limit:
             raise bad_input(f"at most {limit} customers per query", limit=limit, given=len(values))
         if ids is not None:
-            addresses = [_customer_id_to_email(info, v) for v in values]
+            anchors = [_anchor(info, v) for v in values]
         else:
-            addresses = [_email(v) for v in values]
+            anchors = ["e:" + _email(v) for v in values]
         # An exception as a list item becomes that item's own error (with its
         # index in the path), so one failing customer does not void the list.
         found = await asyncio.gather(
-            *(_by_email(info, a) for a in addresses), return_exceptions=True
+            *(_by_anchor(info, a) for a in anchors), return_exceptions=True
         )
         return [_item(r) for r in found]
 
+    @strawberry.field(description="Full-text search over the CRM's people, as customers.")
+    async def search_customers(
+        self, info: Ctx, text: str, first: int = 10, after: str | None = None
+    ) -> Connection[Customer]:
+        text = text.strip()
+        if not 2 <= len(text) <= 100:
+            raise bad_input("text must be 2 to 100 characters", argument="text")
+        scope = "search:" + hashlib.sha256(text.lower().encode()).hexdigest()
+        crm = _crm(info)
 
-def _item(result: Customer | BaseException | None) -> Customer | None:
-    if isinstance(result, Exception):
-        return result  # type: ignore[return-value]  # graphql-core reports it on the item
-    if isinstance(result, BaseException):
-        raise result
-    return result
+        async def fetch(limit: int, cursor: str | None) -> Page[Person]:
+            return await crm.search_people(text, limit, cursor)
+
+        window, more = await _vendor_window(info, scope, first, after, fetch)
+        found = await asyncio.gather(
+            *(_by_anchor(info, f"r:{crm.name}:{p.id}") for _, p in window), return_exceptions=True
+        )
+        edges = [(c, _item(r)) for (c, _), r in zip(window, found, strict=True)]
+        return Connection.of(edges, more, None)  # type: ignore[arg-type]
+
+    @strawberry.field(description="One CRM account by its CRM id.")
+    async def account(self, info: Ctx, id: strawberry.ID) -> Account | None:
+        crm = _crm(info)
+        try:
+            org = await info.context.loaders.load(crm, "organizations_by_id", str(id))
+        except UpstreamError as exc:
+            raise upstream_error(exc) from exc
+        return Account.of(crm, org) if org else None
+
+    @strawberry.field(description="All CRM accounts, a page at a time.")
+    async def accounts(
+        self, info: Ctx, first: int = 20, after: str | None = None
+    ) -> Connection[Account]:
+        crm = _crm(info)
+        window, more = await _vendor_window(info, "accounts", first, after, crm.organizations_page)
+        return Connection.of([(c, Account.of(crm, o)) for c, o in window], more, None)
+
+
+async def _vendor_window(
+    info: Ctx,
+    scope: str,
+    first: int,
+    after: str | None,
+    fetch: Callable[[int, str | None], Awaitable[Page[R]]],
+) -> tuple[list[tuple[str, R]], bool]:
+    """A Relay window over a vendor's own pagination.
+
+    A cursor is ``{p: vendor cursor where its page started, s: items to skip}``,
+    so every edge -- not only the last -- is a valid ``after``: resuming
+    re-reads from ``p`` (at most ``s + first`` items, both bounded).
+    """
+    if not 1 <= first <= MAX_PAGE:
+        raise bad_input(f"first must be between 1 and {MAX_PAGE}", argument="first")
+    start: str | None = None
+    skip = 0
+    if after is not None:
+        try:
+            value = info.context.cursors.decode(scope, after)
+            start, skip = value["p"], int(value["s"])
+        except (InvalidCursor, KeyError, TypeError, ValueError):
+            raise bad_input("after is not a cursor of this list", argument="after") from None
+        if not 0 <= skip <= MAX_PAGE or (start is not None and not isinstance(start, str)):
+            raise bad_input("after is not a cursor of this list", argument="after")
+    try:
+        page = await fetch(skip + first, start)
+    except UpstreamError as exc:
+        raise upstream_error(exc) from exc
+    items = list(page.items)[skip : skip + first]
+    codec = info.context.cursors
+    edges = [
+        (codec.encode(scope, {"p": start, "s": skip + i + 1}), item) for i, item in enumerate(items)
+    ]
+    if edges and page.next_cursor is not None and len(page.items) <= skip + first:
+        # The vendor's next cursor sits right after the last edge: resume from
+        # it, so skips never pile up page after page.
+        edges[-1] = (codec.encode(scope, {"p": page.next_cursor, "s": 0}), edges[-1][1])
+    return edges, page.next_cursor is not None

@@ -162,6 +162,12 @@ class Connector(ABC):
         token = self.settings.credential("token", self.name)
         return _BearerAuth(token)
 
+    async def people_linked_to(self, keys: Sequence[str]) -> Mapping[str, Sequence[Any]]:
+        """Records of this system that carry an explicit link to another system's
+        record: keys are ``"<system>:<id>"`` (e.g. ``"salesforce:003…"`` for a
+        Stripe customer whose metadata names that CRM contact)."""
+        return {}
+
     def default_headers(self) -> Mapping[str, str]:
         return {"Accept": "application/json", "User-Agent": "c360-gateway"}
 

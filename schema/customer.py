@@ -1,0 +1,197 @@
+"""The Customer: one person across every connected system, merged with provenance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from connectors.sdk import Domain, MarketingMember, Person
+from gateway.golden import GoldenRecord
+from gateway.identity import Profile
+from schema._loading import Ctx, gather_loads, load, newest_first
+from schema.account import Account
+from schema.errors import upstream_error
+from schema.types import Invoice, MarketingProfile, Source, Subscription, Ticket
+
+__all__ = ["ConflictValue", "Customer", "DataQuality", "Duplicate", "FieldConflict", "Provenance"]
+
+
+@strawberry.type(description="Where a golden attribute's value came from, and by which rule.")
+class Provenance:
+    field: str
+    system: str
+    record_id: strawberry.ID
+    updated_at: datetime | None
+    rule: str
+
+
+@strawberry.type
+class Duplicate:
+    system: str
+    record_ids: list[strawberry.ID]
+
+
+@strawberry.type
+class ConflictValue:
+    system: str
+    record_id: strawberry.ID
+    value: str
+
+
+@strawberry.type
+class FieldConflict:
+    field: str
+    values: list[ConflictValue]
+
+
+@strawberry.type(description="What resolution found wrong with the data, reported not hidden.")
+class DataQuality:
+    duplicates: list[Duplicate]
+    conflicts: list[FieldConflict]
+    missing_in: list[str]
+    score: float = strawberry.field(description="1.0 for a clean record, lower per finding.")
+
+
+_CAMEL = {"first_name": "firstName", "last_name": "lastName"}
+
+
+def _raise_failure(profile: Profile, domain: Domain) -> None:
+    # A failed lookup only matters when it left the domain with nothing.
+    failure = profile.failures.get(domain)
+    if failure is not None and not profile.records(domain):
+        raise upstream_error(failure)
+
+
+@strawberry.type(description="One customer across every connected system.")
+class Customer:
+    id: strawberry.ID = strawberry.field(
+        description="Opaque and stable; pass it back to customer(id:)."
+    )
+    _profile: strawberry.Private[Profile]
+    _golden: strawberry.Private[GoldenRecord]
+
+    @strawberry.field
+    def name(self) -> str | None:
+        return self._golden.get("name")
+
+    @strawberry.field
+    def first_name(self) -> str | None:
+        return self._golden.get("first_name")
+
+    @strawberry.field
+    def last_name(self) -> str | None:
+        return self._golden.get("last_name")
+
+    @strawberry.field
+    def email(self) -> str | None:
+        return self._golden.get("email")
+
+    @strawberry.field
+    def phone(self) -> str | None:
+        return self._golden.get("phone")
+
+    @strawberry.field
+    def title(self) -> str | None:
+        return self._golden.get("title")
+
+    @strawberry.field(description="Every address any system holds, normalized (not reconciled).")
+    def emails(self) -> list[str]:
+        return self._golden.contact_points("email")
+
+    @strawberry.field(description="Every phone any system holds, in E.164 (not reconciled).")
+    def phones(self) -> list[str]:
+        return self._golden.contact_points("phone")
+
+    @strawberry.field(description="Every linked record in every system.")
+    def sources(self) -> list[Source]:
+        return [Source.of(link.record.source) for link in self._profile.all()]
+
+    @strawberry.field(description="Where each golden attribute came from.")
+    def provenance(self) -> list[Provenance]:
+        return [
+            Provenance(
+                field=_CAMEL.get(attribute, attribute), system=w.candidate.system,
+                record_id=strawberry.ID(w.candidate.record_id),
+                updated_at=w.candidate.updated_at, rule=w.rule,
+            )
+            for attribute, w in self._golden.winners.items()
+        ]  # fmt: skip
+
+    @strawberry.field
+    def data_quality(self) -> DataQuality:
+        q = self._golden.quality
+        duplicates = [
+            Duplicate(system=d.system, record_ids=[strawberry.ID(i) for i in d.record_ids])
+            for d in q.duplicates
+        ]
+        conflicts = [
+            FieldConflict(
+                field=_CAMEL.get(c.field, c.field),
+                values=[
+                    ConflictValue(
+                        system=v.system, record_id=strawberry.ID(v.record_id), value=v.value
+                    )
+                    for v in c.values
+                ],
+            )
+            for c in q.conflicts
+        ]
+        return DataQuality(
+            duplicates=duplicates, conflicts=conflicts, missing_in=list(q.missing_in), score=q.score
+        )
+
+    @strawberry.field(description="The CRM account (organization) the customer belongs to.")
+    async def account(self, info: Ctx) -> Account | None:
+        _raise_failure(self._profile, Domain.CRM)
+        for link in sorted(
+            self._profile.records(Domain.CRM), key=lambda link: link.record.source.record_id
+        ):
+            org_id = getattr(link.record, "organization_id", None)
+            if org_id:
+                org = await load(info, link.connector, "organizations_by_id", org_id)
+                if org is not None:
+                    return Account.of(link.connector, org)
+        return None
+
+    @strawberry.field(description="Support tickets the customer requested, newest first.")
+    async def tickets(self, info: Ctx) -> list[Ticket] | None:
+        _raise_failure(self._profile, Domain.TICKETING)
+        links = self._profile.records(Domain.TICKETING)
+        batches = await gather_loads(
+            info, [(link.connector, "tickets_of_requesters", link.record.id) for link in links]
+        )
+        tickets = [t for batch in batches for t in batch or ()]
+        return [Ticket.of(t) for t in newest_first(tickets, lambda t: t.updated_at or t.created_at)]
+
+    @strawberry.field(
+        description="Current (not canceled) subscriptions over every billing account."
+    )
+    def subscriptions(self) -> list[Subscription] | None:
+        _raise_failure(self._profile, Domain.BILLING)
+        return [
+            Subscription.of(s)
+            for link in self._profile.records(Domain.BILLING)
+            if isinstance(link.record, Person)
+            for s in link.record.subscriptions
+        ]
+
+    @strawberry.field(description="Invoices over every billing account, newest first.")
+    async def invoices(self, info: Ctx) -> list[Invoice] | None:
+        _raise_failure(self._profile, Domain.BILLING)
+        links = self._profile.records(Domain.BILLING)
+        batches = await gather_loads(
+            info, [(link.connector, "invoices_of_customers", link.record.id) for link in links]
+        )
+        invoices = [i for batch in batches for i in batch or ()]
+        return [Invoice.of(i) for i in newest_first(invoices, lambda i: i.created_at)]
+
+    @strawberry.field(description="Marketing status, lists and consents; null when not a member.")
+    def marketing(self) -> MarketingProfile | None:
+        _raise_failure(self._profile, Domain.MARKETING)
+        links = [
+            (link.connector, link.record)
+            for link in self._profile.records(Domain.MARKETING)
+            if isinstance(link.record, MarketingMember)
+        ]
+        return MarketingProfile.of(links) if links else None
