@@ -9,6 +9,7 @@ Routes::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,9 @@ from gateway.context import Context, Loaders
 from gateway.cursors import CursorCodec
 from gateway.identity import CustomerIds, identity_settings_from_mapping
 from gateway.registry import ConnectorSet
+from gateway.resilience import Resilience, policies_from_settings
 from gateway.telemetry import CONTENT_TYPE_LATEST, Telemetry, logger
+from gateway.upstream import RequestScope, UpstreamCall, direct_call
 from schema import build_schema
 
 __all__ = ["GraphQLView", "create_app"]
@@ -50,7 +53,7 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             settings=state.settings,
             connectors=state.connectors,
-            loaders=Loaders(state.connectors),
+            loaders=Loaders(state.connectors, state.pipeline, state.new_scope()),
             ids=state.ids,
             identity=state.identity,
             cursors=state.cursors,
@@ -65,6 +68,23 @@ class _State:
         self.identity = identity_settings_from_mapping(settings.raw.get("identity"))
         self.cursors = CursorCodec(settings.id_key)
         self._connectors: ConnectorSet | None = None
+        self._pipeline: UpstreamCall | None = None
+
+    def new_scope(self) -> RequestScope:
+        loop = asyncio.get_running_loop()
+        return RequestScope(deadline=loop.time() + self.settings.request_deadline)
+
+    @property
+    def pipeline(self) -> UpstreamCall:
+        """Loaders ─▶ resilience ─▶ connector; built inside the serving loop
+        because its semaphores and limiters bind to it."""
+        if self._pipeline is None:
+            self._pipeline = Resilience(
+                policies_from_settings(self.settings),
+                direct_call,
+                observer=self.telemetry.observe_resilience,
+            )
+        return self._pipeline
 
     @property
     def connectors(self) -> ConnectorSet:
@@ -80,6 +100,7 @@ class _State:
         if self._connectors is not None:
             await self._connectors.aclose()
             self._connectors = None
+        self._pipeline = None
 
 
 class _BodyLimit:
@@ -169,6 +190,7 @@ def create_app(settings: Settings, *, schema: BaseSchema | None = None) -> Starl
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         state.connectors  # noqa: B018  # build now: fail fast on bad connector config
+        state.pipeline  # noqa: B018
         try:
             yield
         finally:

@@ -67,6 +67,8 @@ class Settings:
     max_customers: int = 100
     graphiql: bool = False
     max_body_bytes: int = 64 * 1024
+    # No upstream work for one request goes on past this many seconds.
+    request_deadline: float = 8.0
     id_key_is_ephemeral: bool = False
     # The whole config document, for sections owned by other modules.
     raw: Mapping[str, Any] = field(default_factory=dict)
@@ -150,6 +152,12 @@ def settings_from_mapping(
     else:
         raise ConfigError("gateway.transport must be 'aiohttp' or 'httpcore'")
     key, ephemeral = _id_key(env.get("C360_ID_KEY"))
+    try:
+        deadline = float(gateway.get("request_deadline", 8.0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("gateway.request_deadline must be a number of seconds") from exc
+    if not 0.1 <= deadline <= 120:
+        raise ConfigError("gateway.request_deadline must be between 0.1 and 120 seconds")
     max_customers = int(gateway.get("max_customers", 100))
     if not 1 <= max_customers <= 1000:
         raise ConfigError("gateway.max_customers must be between 1 and 1000")
@@ -159,6 +167,7 @@ def settings_from_mapping(
         id_key_is_ephemeral=ephemeral,
         transport=transport,
         max_customers=max_customers,
+        request_deadline=deadline,
         graphiql=bool(gateway.get("graphiql", False)),
         raw=dict(data),
     )

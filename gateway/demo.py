@@ -30,6 +30,9 @@ def sandbox_settings(
             ConnectorConfig(
                 name=vendor,
                 kind=vendor,
+                # The sandboxes publish no rate limits; the vendors' own
+                # client-side limits would only slow the demo and benchmarks.
+                raw={"resilience": {"rate_limit": False}},
                 settings=ConnectorSettings(
                     base_url=f"{base}/{vendor}",
                     credentials=SANDBOX_CREDENTIALS[vendor],

@@ -47,6 +47,16 @@ class Telemetry:
             registry=self.registry,
         )
 
+        self.resilience_events = Counter(
+            "c360_resilience_events",
+            "Retries, timeouts, breaker transitions and other resilience events per source.",
+            ("source", "event"),
+            registry=self.registry,
+        )
+
+    def observe_resilience(self, source: str, event: str) -> None:
+        self.resilience_events.labels(source, event).inc()
+
     def observe_upstream(self, source: str, operation: str, outcome: str, seconds: float) -> None:
         """The connectors' RequestObserver."""
         self.upstream_requests.labels(source, operation, outcome).inc()

@@ -7,6 +7,7 @@ Codes clients can switch on::
     UPSTREAM_UNAVAILABLE    a vendor is down or unreachable            (retryable)
     UPSTREAM_RATE_LIMITED   a vendor throttled the gateway             (retryable)
     UPSTREAM_ERROR          a vendor answered something unusable
+    CIRCUIT_OPEN            a vendor failed repeatedly; not called until a probe  (retryable)
 
 Upstream errors carry ``source`` (the connector) and ``retryable``; the
 vendor's own error body is never included.
@@ -28,9 +29,14 @@ def bad_input(message: str, **extensions: Any) -> GraphQLError:
 
 
 def upstream_error(exc: UpstreamError) -> GraphQLError:
-    error = GraphQLError(
-        exc.message,
-        extensions={"code": exc.code, "source": exc.source, "retryable": exc.retryable},
-    )
+    extensions: dict[str, Any] = {
+        "code": exc.code,
+        "source": exc.source,
+        "retryable": exc.retryable,
+    }
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        extensions["retryAfter"] = round(retry_after, 3)
+    error = GraphQLError(exc.message, extensions=extensions)
     error.__cause__ = exc
     return error

@@ -86,7 +86,12 @@ def gateway_config(
             env[var] = value
             creds[name] = f"env:{var}"
         base = (overrides or {}).get(vendor, f"{sandbox_url}/{vendor}")
-        connectors[vendor] = {"base_url": base, "credentials": creds, "timeout": 5}
+        connectors[vendor] = {
+            "base_url": base,
+            "credentials": creds,
+            "timeout": 5,
+            "resilience": {"rate_limit": False},
+        }
     path = directory / "c360.yaml"
     path.write_text(yaml.safe_dump({"gateway": {"max_customers": 200}, "connectors": connectors}))
     env["C360_ID_KEY"] = "dGVzdC1rZXktZm9yLWN1c3RvbWVyLWlkcy0zMmJ5dGU"

@@ -11,6 +11,7 @@ gateway never has to know which HTTP stack or vendor produced them::
         ├── UpstreamTimeout             no answer in time                 retryable
         ├── UpstreamUnavailable         5xx, connection refused or reset  retryable
         ├── UpstreamRateLimited         429 (carries retry_after)         retryable
+        ├── UpstreamCircuitOpen         gateway breaker open: no call     retryable
         ├── UpstreamAuthError           401 / 403 from the vendor
         ├── UpstreamBadRequest          any other 4xx
         │   └── UpstreamNotFound        404: often just "no such record"
@@ -29,6 +30,7 @@ __all__ = [
     "UnsupportedOperation",
     "UpstreamAuthError",
     "UpstreamBadRequest",
+    "UpstreamCircuitOpen",
     "UpstreamError",
     "UpstreamNotFound",
     "UpstreamProtocolError",
@@ -99,6 +101,21 @@ class UpstreamRateLimited(UpstreamError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, source=source, status=status, vendor_detail=vendor_detail)
+        self.retry_after = retry_after
+
+
+class UpstreamCircuitOpen(UpstreamError):
+    """The gateway's circuit breaker for this source is open: no call was made.
+
+    Raised by the gateway, not by connectors. ``retry_after`` is how long until
+    the breaker lets a probe call through, when known.
+    """
+
+    code = "CIRCUIT_OPEN"
+    retryable = True
+
+    def __init__(self, message: str, *, source: str, retry_after: float | None = None) -> None:
+        super().__init__(message, source=source)
         self.retry_after = retry_after
 
 

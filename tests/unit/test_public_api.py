@@ -40,6 +40,7 @@ PACKAGES = {
         "UnsupportedOperation",
         "UpstreamAuthError",
         "UpstreamBadRequest",
+        "UpstreamCircuitOpen",
         "UpstreamError",
         "UpstreamNotFound",
         "UpstreamProtocolError",

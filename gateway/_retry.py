@@ -1,0 +1,95 @@
+"""The retry policy of the resilience layer, built on tenacity.
+
+tenacity rather than stamina: stamina's instrumentation hooks are process-wide
+and its time limit is fixed per decorator, while here the stop rule, the wait
+and the hook differ per connector and per request (the request deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
+
+from connectors.sdk import UpstreamRateLimited
+from gateway._resilience_policy import ResiliencePolicy
+
+__all__ = ["call_with_retries"]
+
+T = TypeVar("T")
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return exc.retry_after if isinstance(exc, UpstreamRateLimited) else None
+
+
+class _OutOfTime(Exception):
+    """The backoff sleep overslept the deadline (timers may fire late)."""
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: ResiliencePolicy,
+    *,
+    deadline: float | None,
+    retryable: Callable[[BaseException], bool],
+    give_up: Callable[[], bool],
+    on_retry: Callable[[], None],
+) -> T:
+    """Await ``attempt()`` until it succeeds or a stop rule says no more.
+
+    Waits full-jitter exponential backoff, or the vendor's ``Retry-After``
+    (plus a little jitter, so calls told the same value do not return in
+    lockstep). Stops after ``policy.attempts``, when ``Retry-After`` exceeds
+    ``policy.retry_after_max`` (calling earlier than asked is pointless), when
+    the next attempt would start at or after ``deadline`` (loop time), and
+    when ``give_up()`` says so (the breaker opened meanwhile). The last
+    failure is re-raised as it was.
+    """
+    loop = asyncio.get_running_loop()
+    backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+    last: list[BaseException] = []
+
+    def wait(state: RetryCallState) -> float:
+        asked = _retry_after(state)
+        if asked is None:
+            return float(backoff(state))
+        return asked + random.uniform(0, policy.backoff_initial)
+
+    def stop(state: RetryCallState) -> bool:
+        asked = _retry_after(state)
+        return (
+            state.attempt_number >= policy.attempts
+            or (asked is not None and asked > policy.retry_after_max)
+            or (deadline is not None and loop.time() + state.upcoming_sleep >= deadline)
+            or give_up()
+        )
+
+    def before_sleep(state: RetryCallState) -> None:
+        if state.outcome is not None and (failure := state.outcome.exception()) is not None:
+            last[:] = [failure]
+        on_retry()
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if deadline is not None and loop.time() >= deadline:
+            raise _OutOfTime
+
+    # A fresh retrier per call: tenacity keeps per-call state on the object.
+    retrier = AsyncRetrying(
+        stop=stop,
+        wait=wait,
+        retry=retry_if_exception(retryable),
+        before_sleep=before_sleep,
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        result: T = await retrier(attempt)
+    except _OutOfTime:
+        raise last[0] from None
+    return result
