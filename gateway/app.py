@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
 
+from gateway.cache import CacheLayer, cache_from_settings
 from gateway.config import Settings
 from gateway.context import Context, Loaders
 from gateway.cursors import CursorCodec
@@ -61,7 +62,7 @@ class GraphQLView(GraphQL[Context, None]):
 
 
 class _State:
-    def __init__(self, settings: Settings, telemetry: Telemetry) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry, redis_url: str | None) -> None:
         self.settings = settings
         self.telemetry = telemetry
         self.ids = CustomerIds(settings.id_key)
@@ -69,6 +70,8 @@ class _State:
         self.cursors = CursorCodec(settings.id_key)
         self._connectors: ConnectorSet | None = None
         self._pipeline: UpstreamCall | None = None
+        self._cache: CacheLayer | None = None
+        self._redis_url = redis_url
 
     def new_scope(self) -> RequestScope:
         loop = asyncio.get_running_loop()
@@ -76,15 +79,28 @@ class _State:
 
     @property
     def pipeline(self) -> UpstreamCall:
-        """Loaders ─▶ resilience ─▶ connector; built inside the serving loop
-        because its semaphores and limiters bind to it."""
+        """Loaders ─▶ cache ─▶ resilience ─▶ connector; built inside the serving
+        loop because semaphores, limiters and Redis connections bind to it."""
         if self._pipeline is None:
-            self._pipeline = Resilience(
+            resilience = Resilience(
                 policies_from_settings(self.settings),
                 direct_call,
                 observer=self.telemetry.observe_resilience,
             )
+            self._cache = cache_from_settings(
+                self.settings,
+                resilience,
+                redis_url=self._redis_url,
+                on_event=self.telemetry.observe_cache,
+            )
+            self._pipeline = self._cache
         return self._pipeline
+
+    @property
+    def cache(self) -> CacheLayer:
+        _ = self.pipeline
+        assert self._cache is not None
+        return self._cache
 
     @property
     def connectors(self) -> ConnectorSet:
@@ -97,6 +113,9 @@ class _State:
         return self._connectors
 
     async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
+            self._cache = None
         if self._connectors is not None:
             await self._connectors.aclose()
             self._connectors = None
@@ -161,9 +180,12 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(settings: Settings, *, schema: BaseSchema | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, schema: BaseSchema | None = None, redis_url: str | None = None
+) -> Starlette:
+    """The gateway app; ``redis_url`` overrides the config's ``cache.redis_url``."""
     telemetry = Telemetry()
-    state = _State(settings, telemetry)
+    state = _State(settings, telemetry, redis_url)
     if settings.id_key_is_ephemeral:
         logger.warning("C360_ID_KEY is not set: customer ids will change when the gateway restarts")
     view = GraphQLView(schema or build_schema(), state, graphiql=settings.graphiql)

@@ -66,7 +66,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     sandbox_app, state = _sandbox_app(args)
     sandbox_url = f"http://{args.host}:{args.sandbox_port}"
-    gateway_app = create_app(sandbox_settings(sandbox_url))
+    gateway_app = create_app(sandbox_settings(sandbox_url), redis_url=args.redis_url)
     example = next(p for p in state.world.people if p.in_all and p.tickets)
     url = f"http://{args.host}:{args.port}/graphql"
     body = {"query": EXAMPLE_QUERY.replace("\n", " "), "variables": {"email": example.email}}
@@ -97,7 +97,9 @@ def serve_factory() -> Starlette:
     """uvicorn factory for ``c360 serve``: each worker reads ``C360_CONFIG``."""
     from gateway.app import create_app
 
-    return create_app(load_settings(os.environ["C360_CONFIG"]))
+    return create_app(
+        load_settings(os.environ["C360_CONFIG"]), redis_url=os.environ.get("C360_REDIS_URL")
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -107,6 +109,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"c360 serve: {exc}", file=sys.stderr)
         return 2
     os.environ["C360_CONFIG"] = os.path.abspath(args.config)
+    if args.redis_url:
+        os.environ["C360_REDIS_URL"] = args.redis_url
     uvicorn.run(
         "gateway.cli:serve_factory",
         factory=True,
@@ -143,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--sandbox-port", type=int, default=8700)
+    demo.add_argument("--redis-url", help="share the record cache through Redis (default: memory)")
     _world_args(demo)
     demo.set_defaults(func=_cmd_demo)
 
@@ -151,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--redis-url", help="overrides cache.redis_url in the config")
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(func=_cmd_serve)
 

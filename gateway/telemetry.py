@@ -7,6 +7,7 @@ process -- tests, benchmarks -- from double-registering collectors.
 from __future__ import annotations
 
 import logging
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -20,6 +21,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 
 class Telemetry:
     def __init__(self) -> None:
+        self._last_cache_warning = float("-inf")
         self.registry = CollectorRegistry(auto_describe=True)
         self.upstream_requests = Counter(
             "c360_upstream_requests",
@@ -53,6 +55,23 @@ class Telemetry:
             ("source", "event"),
             registry=self.registry,
         )
+
+        self.cache_events = Counter(
+            "c360_cache_events",
+            "Shared cache outcomes per connector (hit, miss, stale, fail_open, redis_error, ...).",
+            ("connector", "event"),
+            registry=self.registry,
+        )
+
+    def observe_cache(self, event: str, source: str) -> None:
+        """The cache layer's on_event hook; redis_error and fail_open also log a warning."""
+        self.cache_events.labels(source, event).inc()
+        if event in ("redis_error", "fail_open"):
+            now = time.monotonic()
+            # One line per 10 s is a warning; one per request would be a flood.
+            if now - self._last_cache_warning > 10:
+                self._last_cache_warning = now
+                logger.warning("cache %s (%s): serving from the upstreams", event, source)
 
     def observe_resilience(self, source: str, event: str) -> None:
         self.resilience_events.labels(source, event).inc()

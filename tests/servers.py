@@ -74,7 +74,12 @@ def sandbox_process(customers: int = 300, seed: int = 11, latency_ms: float = 0)
 
 
 def gateway_config(
-    sandbox_url: str, directory: Path, overrides: Mapping[str, str] | None = None
+    sandbox_url: str,
+    directory: Path,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    cache: Mapping[str, object] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A config file pointing every connector at the sandbox, secrets via env."""
     env: dict[str, str] = {}
@@ -93,7 +98,14 @@ def gateway_config(
             "resilience": {"rate_limit": False},
         }
     path = directory / "c360.yaml"
-    path.write_text(yaml.safe_dump({"gateway": {"max_customers": 200}, "connectors": connectors}))
+    # The cache stays off unless a test asks for it: most tests count upstream calls.
+    document = {
+        "gateway": {"max_customers": 200},
+        "connectors": connectors,
+        "cache": dict(cache) if cache is not None else {"enabled": False},
+        **(extra or {}),
+    }
+    path.write_text(yaml.safe_dump(document))
     env["C360_ID_KEY"] = "dGVzdC1rZXktZm9yLWN1c3RvbWVyLWlkcy0zMmJ5dGU"
     return path, env
 

@@ -1,0 +1,159 @@
+"""The cache layer's view of a :class:`~gateway._stores.Store`.
+
+Turns ``(connector, method, key)`` into hashed store keys, entries into JSON
+bytes and back, and store failures into a ``None`` answer plus events, so the
+layer above only decides what to serve. Cache keys look like
+``c360:v1:{connector}:{method}:{hmac}``: the key itself (often an email) only
+ever appears as a keyed hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import _codec
+from gateway._cache_policy import Ttl
+from gateway._stores import CacheError, Store, StoreError, StoreUnavailable
+
+__all__ = ["ABSENT", "Entries", "Entry"]
+
+log = logging.getLogger("c360.cache")
+
+ABSENT: Any = object()  # the source does not know this key
+_PREFIX = "c360:v1:"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    stored_at: float
+    value: Any  # ABSENT for a negative entry
+
+    @property
+    def negative(self) -> bool:
+        return self.value is ABSENT
+
+    def fresh_for(self, ttl: Ttl) -> float:
+        return ttl.negative if self.negative else ttl.soft
+
+
+class Entries:
+    """Cache entries in a store; every store failure is reported, then swallowed."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        secret: bytes,
+        clock: Callable[[], float],
+        emit: Callable[[str, str], None],
+    ) -> None:
+        self.store = store
+        self._secret = secret
+        self._clock = clock
+        self._emit = emit
+
+    def data_key(self, source: str, method: str, key: str) -> str:
+        message = f"{source}\0{method}\0{key}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+        return f"{_PREFIX}{source}:{method}:{digest}"
+
+    def lock_key(self, source: str, method: str, key: str) -> str:
+        return f"{_PREFIX}lock:{self.data_key(source, method, key).removeprefix(_PREFIX)}"
+
+    def failed(self, source: str, exc: StoreError) -> None:
+        if not isinstance(exc, StoreUnavailable):
+            self._emit("redis_error", source)
+            log.warning("cache store failed (%s); %s goes to the upstream", exc, source)
+
+    def _decode(self, source: str, raw: bytes | None) -> Entry | None:
+        if raw is None:
+            return None
+        try:
+            envelope = _codec.loads(raw)
+            stored_at = envelope["t"]
+            if isinstance(stored_at, bool) or not isinstance(stored_at, int | float):
+                raise _codec.CodecError("no timestamp")
+            return Entry(float(stored_at), envelope.get("v", ABSENT))
+        except (CacheError, TypeError, KeyError, AttributeError):
+            self._emit("decode_error", source)
+            return None
+
+    async def read(self, source: str, method: str, keys: Sequence[str]) -> dict[str, Entry] | None:
+        """Decodable entries by key; ``None`` when the store did not answer."""
+        try:
+            raws = await self.store.get_many([self.data_key(source, method, k) for k in keys])
+        except StoreError as exc:
+            self.failed(source, exc)
+            return None
+        decoded = {key: self._decode(source, raw) for key, raw in zip(keys, raws, strict=True)}
+        return {key: entry for key, entry in decoded.items() if entry is not None}
+
+    async def peek(
+        self, source: str, method: str, keys: Sequence[str]
+    ) -> list[tuple[Entry | None, bool]] | None:
+        """Each key's entry and whether its lock is still held; ``None`` if no answer."""
+        # Locks first: a holder writes its value before it unlocks, so a lock
+        # seen gone here means the value read after it is final.
+        probe = [self.lock_key(source, method, key) for key in keys]
+        probe += [self.data_key(source, method, key) for key in keys]
+        try:
+            raws = await self.store.get_many(probe)
+        except StoreError as exc:
+            self.failed(source, exc)
+            return None
+        locks, values = raws[: len(keys)], raws[len(keys) :]
+        return [
+            (self._decode(source, raw), lock is not None)
+            for raw, lock in zip(values, locks, strict=True)
+        ]
+
+    async def write(self, source: str, method: str, outcomes: Mapping[str, Any], ttl: Ttl) -> None:
+        """Store values and ``ABSENT`` markers; exceptions are not cached."""
+        now = self._clock()
+        items: list[tuple[str, bytes, float]] = []
+        for key, outcome in outcomes.items():
+            if isinstance(outcome, BaseException):
+                continue
+            negative = outcome is ABSENT
+            envelope: dict[str, Any] = {"t": now} if negative else {"t": now, "v": outcome}
+            try:
+                blob = _codec.dumps(envelope)
+            except _codec.CodecError:
+                log.exception("%s.%s returned a value the cache cannot hold", source, method)
+                continue
+            expires = ttl.negative if negative else ttl.max_stale
+            items.append((self.data_key(source, method, key), blob, expires))
+        try:
+            await self.store.set_many(items)
+        except StoreError as exc:
+            self.failed(source, exc)
+
+    async def lock(
+        self, source: str, method: str, keys: Sequence[str], token: str, ttl: float
+    ) -> list[bool] | None:
+        try:
+            locks = [self.lock_key(source, method, key) for key in keys]
+            return await self.store.acquire_many(locks, token, ttl)
+        except StoreError as exc:
+            self.failed(source, exc)
+            return None
+
+    async def unlock(self, source: str, method: str, keys: Sequence[str], token: str) -> None:
+        try:
+            locks = [self.lock_key(source, method, key) for key in keys]
+            await self.store.release_many(locks, token)
+        except StoreError as exc:
+            self.failed(source, exc)
+
+    async def delete(self, source: str, method: str, keys: Sequence[str]) -> bool:
+        try:
+            await self.store.delete_many([self.data_key(source, method, k) for k in keys])
+        except StoreError as exc:
+            self.failed(source, exc)
+            return False
+        return True
