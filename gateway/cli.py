@@ -14,15 +14,29 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
-from connectors.sdk.sandbox import SandboxState, World, create_combined_app
+from connectors.sdk.errors import ConfigurationError
+from connectors.sdk.sandbox import SandboxState, World, create_combined_app, parse_faults
 from gateway.config import ConfigError, load_settings
 from gateway.demo import SANDBOX_VENDORS, sandbox_settings
 
 __all__ = ["main", "serve_factory"]
+
+
+class _SandboxServer(uvicorn.Server):
+    """Lets go of requests held by a ``hang`` fault, so the server can stop."""
+
+    def __init__(self, config: uvicorn.Config, state: SandboxState) -> None:
+        super().__init__(config)
+        self._state = state
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self._state.shutdown()
+        await super().shutdown(sockets)
 
 
 def _world_args(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +47,18 @@ def _world_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="added to every vendor response"
     )
+    parser.add_argument(
+        "--faults", default="{}", help='fault knobs as JSON, e.g. \'{"stripe": {"status": 500}}\''
+    )
 
 
 def _sandbox_app(args: argparse.Namespace) -> tuple[Starlette, SandboxState]:
-    state = SandboxState(
-        World(customers=args.customers, seed=args.seed), latency_ms=args.latency_ms
-    )
+    try:
+        faults = parse_faults(json.loads(args.faults), vendors=SANDBOX_VENDORS)
+    except (ValueError, ConfigurationError) as exc:
+        raise SystemExit(f"c360: --faults: {exc}") from None
+    world = World(customers=args.customers, seed=args.seed)
+    state = SandboxState(world, latency_ms=args.latency_ms, faults=faults)
     return create_combined_app(state, SANDBOX_VENDORS), state
 
 
@@ -46,6 +66,11 @@ def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
+
+
+def _sandbox_server(app: Starlette, state: SandboxState, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    return _SandboxServer(config, state)
 
 
 EXAMPLE_QUERY = """query Customer360($email: String!) {
@@ -85,7 +110,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         await asyncio.gather(
-            _server(sandbox_app, args.host, args.sandbox_port).serve(),
+            _sandbox_server(sandbox_app, state, args.host, args.sandbox_port).serve(),
             _server(gateway_app, args.host, args.port).serve(),
         )
 
@@ -124,11 +149,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    app, _ = _sandbox_app(args)
+    app, state = _sandbox_app(args)
     print(
         f"c360 sandbox on http://{args.host}:{args.port} ({', '.join(SANDBOX_VENDORS)})", flush=True
     )
-    asyncio.run(_server(app, args.host, args.port).serve())
+    asyncio.run(_sandbox_server(app, state, args.host, args.port).serve())
     return 0
 
 

@@ -105,7 +105,11 @@ class Customer:
 
     @strawberry.field(description="Every linked record in every system.")
     def sources(self) -> list[Source]:
-        return [Source.of(link.record.source) for link in self._profile.all()]
+        # One entry per record (a marketing member in two lists is one record),
+        # in a stable order whatever order the systems answered in.
+        refs = {(link.record.source.system, link.record.source.record_id): link.record.source
+                for link in self._profile.all()}  # fmt: skip
+        return [Source.of(refs[k]) for k in sorted(refs)]
 
     @strawberry.field(description="Where each golden attribute came from.")
     def provenance(self) -> list[Provenance]:

@@ -13,7 +13,8 @@ from tests.servers import gateway_config, gateway_process, sandbox_process
 
 @pytest.fixture(scope="session")
 def sandbox_url() -> Iterator[str]:
-    with sandbox_process(customers=300, seed=11) as url:
+    # Seed 2 holds every kind of seeded anomaly several times over.
+    with sandbox_process(customers=300, seed=2) as url:
         yield url
 
 

@@ -80,6 +80,7 @@ def gateway_config(
     *,
     cache: Mapping[str, object] | None = None,
     extra: Mapping[str, object] | None = None,
+    resilience: Mapping[str, object] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A config file pointing every connector at the sandbox, secrets via env."""
     env: dict[str, str] = {}
@@ -95,7 +96,7 @@ def gateway_config(
             "base_url": base,
             "credentials": creds,
             "timeout": 5,
-            "resilience": {"rate_limit": False},
+            "resilience": dict(resilience) if resilience is not None else {"rate_limit": False},
         }
     path = directory / "c360.yaml"
     # The cache stays off unless a test asks for it: most tests count upstream calls.

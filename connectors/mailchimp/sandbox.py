@@ -17,6 +17,8 @@ errors are problem JSON; more than 10 requests in flight get a 429.
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -184,7 +186,11 @@ def create_app(state: SandboxState, *, max_simultaneous: int = MAX_SIMULTANEOUS)
         response.headers["Allow"] = "GET"
         return response
 
-    app = vendor_app(state, routes, not_found=missing)
+    def fault_error(request: Request, status: int) -> Response:
+        phrase = HTTPStatus(status).phrase
+        return problem(request, status, phrase, f"Sandbox fault: {phrase}.")
+
+    app = vendor_app(state, routes, not_found=missing, error_response=fault_error)
     app.add_exception_handler(405, wrong_method)
     gate = GateStats()
     app.state.mailchimp_gate = gate

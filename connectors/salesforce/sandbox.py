@@ -24,6 +24,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from starlette.applications import Starlette
@@ -51,6 +52,10 @@ _BATCH = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
 _VERSIONS = (("Summer '23", "58.0"), ("Winter '24", "59.0"), ("Spring '24", "60.0"),
              ("Summer '24", "61.0"), ("Winter '25", "62.0"))  # fmt: skip
 _VENDOR = "salesforce"
+# What Salesforce puts in errorCode for a status (the fault knobs answer these).
+_STATUS_CODES = {401: "INVALID_SESSION_ID", 403: "REQUEST_LIMIT_EXCEEDED", 404: "NOT_FOUND",
+                 405: "METHOD_NOT_ALLOWED", 429: "REQUEST_LIMIT_EXCEEDED",
+                 503: "SERVER_UNAVAILABLE"}  # fmt: skip
 
 Handler = Callable[[Request, str], Awaitable[Response]]
 
@@ -255,7 +260,15 @@ def create_app(state: SandboxState) -> Starlette:
     async def not_found(_: Request) -> Response:
         return _not_found()
 
-    app = vendor_app(state, routes, not_found=not_found)
+    def fault_error(_: Request, status: int) -> Response:
+        code = _STATUS_CODES.get(
+            status, "UNKNOWN_EXCEPTION" if status >= 500 else "INVALID_OPERATION"
+        )
+        response = _error(status, code, f"Sandbox fault: {HTTPStatus(status).phrase}")
+        response.headers["Sforce-Limit-Info"] = f"api-usage={served}/{API_LIMIT}"
+        return response
+
+    app = vendor_app(state, routes, not_found=not_found, error_response=fault_error)
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         allowed = (getattr(exc, "headers", None) or {}).get("Allow", "GET")

@@ -207,12 +207,12 @@ class VendorClient:
         # need none of it. Auth still runs as an httpx.Auth flow.
         if self._auth is None:
             response = await self._transport.handle_async_request(request)
-            return response, await response.aread()
+            return response, await _read(response)
         flow = self._auth.async_auth_flow(request)
         request = await flow.__anext__()
         while True:
             response = await self._transport.handle_async_request(request)
-            body = await response.aread()
+            body = await _read(response)
             try:
                 request = await flow.asend(response)
             except StopAsyncIteration:
@@ -238,6 +238,10 @@ class VendorClient:
                 )
                 response, body = await self._send(request)
             except httpx.TimeoutException as exc:
+                if not _is_timeout(exc):
+                    raise UpstreamUnavailable(
+                        f"{self.source} closed the connection", source=self.source
+                    ) from exc
                 raise UpstreamTimeout(
                     f"{self.source} did not answer in time", source=self.source
                 ) from exc
@@ -298,6 +302,24 @@ class VendorClient:
             raise UpstreamProtocolError(
                 f"{self.source} sent a next-page link to another origin", source=self.source
             )
+
+
+async def _read(response: httpx.Response) -> bytes:
+    try:
+        return await response.aread()
+    except BaseException:
+        # A body that breaks off mid-way must still give its connection back.
+        await response.aclose()
+        raise
+
+
+def _is_timeout(exc: httpx.TimeoutException) -> bool:
+    """httpx-aiohttp maps every aiohttp connection error -- a server hanging up
+    included -- to ConnectTimeout; only a real timeout underneath is one."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, TimeoutError):
+        return True
+    return "Timeout" in type(cause).__name__
 
 
 @dataclass(frozen=True, slots=True)

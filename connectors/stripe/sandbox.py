@@ -24,6 +24,7 @@ Stripe documents no rate-limit headers, so none are sent.
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
@@ -191,7 +192,7 @@ def create_app(state: SandboxState) -> Starlette:
         )
         return Reject(404, message).response()
 
-    app = vendor_app(state, routes, not_found=unrecognized)
+    app = vendor_app(state, routes, not_found=unrecognized, error_response=_fault_error)
 
     async def wrong_method(request: Request, _: Exception) -> Response:
         return await unrecognized(request)
@@ -200,6 +201,16 @@ def create_app(state: SandboxState) -> Starlette:
     app.add_exception_handler(405, wrong_method)
     app.add_middleware(StripeHeaders, seed=state.world.seed)
     return app
+
+
+def _fault_error(_: Request, status: int) -> Response:
+    if status == 429:
+        message = "Too many requests hit the API too quickly. Please retry with backoff."
+        return Reject(429, message, code="rate_limit").response()
+    reject = Reject(status, f"Sandbox fault: {HTTPStatus(status).phrase}")
+    if status >= 500:
+        reject.body["type"] = "api_error"
+    return reject.response()
 
 
 def _filtered(data: StripeData, resource: str, params: QueryParams) -> list[JSON]:

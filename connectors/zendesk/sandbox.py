@@ -27,6 +27,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
@@ -348,4 +349,9 @@ def create_app(state: SandboxState) -> Starlette:
     for path, endpoint in endpoints:
         for variant in (path, path.removesuffix(".json")):
             routes.append(vendor_route(state, "zendesk", variant, gate.guard(endpoint)))
-    return _vendor_app(state, routes, not_found=not_found)
+
+    def fault_error(_: Request, status: int) -> Response:
+        phrase = HTTPStatus(status).phrase
+        return gate.stamp(_error(status, phrase.replace(" ", ""), f"Sandbox fault: {phrase}"))
+
+    return _vendor_app(state, routes, not_found=not_found, error_response=fault_error)
