@@ -191,12 +191,21 @@ def _parser() -> argparse.ArgumentParser:
     _world_args(sandbox)
     sandbox.set_defaults(func=_cmd_sandbox)
 
+    sub.add_parser(
+        "audit", help="verify the PII audit trail: audit verify FILE | --redis URL [--stream S]"
+    )
     schema = sub.add_parser("schema", help="print the GraphQL SDL")
     schema.set_defaults(func=_cmd_schema)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["audit"]:
+        # Dispatched before argparse so `c360 audit verify --help` reaches it.
+        from gateway.audit import audit_main
+
+        return audit_main(argv[1:])
     args = _parser().parse_args(argv)
     code: int = args.func(args)
     return code
