@@ -88,29 +88,49 @@ EXAMPLE_QUERY = """query Customer360($email: String!) {
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.app import create_app
+    from gateway.auth import BUILTIN_ROLES, AuthSettings
+    from gateway.issuer import DevIssuer
 
     sandbox_app, state = _sandbox_app(args)
     sandbox_url = f"http://{args.host}:{args.sandbox_port}"
-    gateway_app = create_app(sandbox_settings(sandbox_url), redis_url=args.redis_url)
+    issuer_url = f"http://{args.host}:{args.issuer_port}"
+    issuer = DevIssuer(issuer_url)
+    settings = sandbox_settings(sandbox_url)
+    gateway_app = create_app(
+        settings,
+        redis_url=args.redis_url,
+        auth=AuthSettings(issuer=issuer_url, audience=("c360",)),
+        hardened=args.hardened,
+    )
     example = next(p for p in state.world.people if p.in_all and p.tickets)
     url = f"http://{args.host}:{args.port}/graphql"
+    tokens = {
+        role: issuer.mint_token(role, mfa=role in ("billing_admin", "admin"), ttl=12 * 3600)
+        for role in BUILTIN_ROLES
+    }
     body = {"query": EXAMPLE_QUERY.replace("\n", " "), "variables": {"email": example.email}}
+    mode = "hardened (no GraphiQL, no introspection)" if args.hardened else "GraphiQL on"
     print(
-        f"c360 demo\n"
-        f"  GraphiQL:  {url}\n"
+        f"c360 demo, {mode}\n"
+        f"  GraphQL:   {url}\n"
         f"  sandbox:   {sandbox_url}  (stats: {sandbox_url}/_sandbox/stats, "
         f"answer key: {sandbox_url}/_sandbox/customers)\n"
-        f"  metrics:   http://{args.host}:{args.port}/metrics\n\n"
-        f"Example: a customer in all four systems ({example.email}):\n\n"
+        f"  issuer:    {issuer_url}  (c360 token --role R --issuer {issuer_url})\n"
+        f"  metrics:   http://{args.host}:{args.port}/metrics\n"
+        f"  audit:     {settings.raw['audit']['path']}\n\n"
+        f"Tokens (send as 'Authorization: Bearer <token>'; in GraphiQL, the Headers tab):\n"
+        + "".join(f"  {role}: {token}\n" for role, token in tokens.items())
+        + f"\nExample: a customer in all four systems ({example.email}):\n\n"
         f"{EXAMPLE_QUERY}\n\nvariables: {json.dumps({'email': example.email})}\n\n"
-        f"curl -s {url} -H 'content-type: application/json' -d "
-        f"'{json.dumps(body)}'\n",
+        f"curl -s {url} -H 'content-type: application/json' "
+        f"-H 'authorization: Bearer {tokens['admin']}' -d '{json.dumps(body)}'\n",
         flush=True,
     )
 
     async def run() -> None:
         await asyncio.gather(
             _sandbox_server(sandbox_app, state, args.host, args.sandbox_port).serve(),
+            _server(issuer.app, args.host, args.issuer_port).serve(),
             _server(gateway_app, args.host, args.port).serve(),
         )
 
@@ -172,6 +192,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--sandbox-port", type=int, default=8700)
+    demo.add_argument("--issuer-port", type=int, default=8701)
+    demo.add_argument(
+        "--hardened", action="store_true", help="every production protection on, as in c360 serve"
+    )
     demo.add_argument("--redis-url", help="share the record cache through Redis (default: memory)")
     _world_args(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -194,6 +218,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "audit", help="verify the PII audit trail: audit verify FILE | --redis URL [--stream S]"
     )
+    sub.add_parser(
+        "token", help="mint a dev token: token --role R [--mfa] [--gateway URL | --issuer URL]"
+    )
     schema = sub.add_parser("schema", help="print the GraphQL SDL")
     schema.set_defaults(func=_cmd_schema)
     return parser
@@ -206,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.audit import audit_main
 
         return audit_main(argv[1:])
+    if argv[:1] == ["token"]:
+        from gateway.issuer import token_main
+
+        return token_main(argv[1:])
     args = _parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -79,5 +79,8 @@ class Context:
     ids: CustomerIds
     identity: IdentitySettings
     cursors: CursorCodec
+    # The authenticated caller (gateway.auth.Principal); the policy reads it.
+    principal: Any = None
+    policy: Any = None
     response: Any = None
     memo: dict[Hashable, Any] = field(default_factory=dict)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from pathlib import Path
 
 from connectors.sdk import ConnectorSettings
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS
@@ -42,6 +44,12 @@ def sandbox_settings(
             for vendor in SANDBOX_VENDORS
         ),
         id_key=_DEMO_ID_KEY,
+        raw={
+            "audit": {
+                "sink": "file",
+                "path": str(Path(tempfile.gettempdir()) / "c360-demo-audit.jsonl"),
+            }
+        },
         transport=transport,
         graphiql=graphiql,
         max_customers=max_customers,

@@ -7,16 +7,24 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from schema.customer import Customer
+from schema.extensions import HardeningLimits, hardening_extensions
 from schema.query import Query, SystemRefInput
 
 __all__ = ["Customer", "Query", "SystemRefInput", "build_schema"]
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(
+    limits: HardeningLimits | None = None, *, hardened: bool = True
+) -> strawberry.Schema:
+    """The schema; ``hardened=False`` (the demo only) allows introspection."""
     return strawberry.Schema(
         query=Query,
         config=StrawberryConfig(auto_camel_case=True),
-        # Clients send the same few documents again and again; parsing and
-        # validating them was most of the gateway's CPU per request.
-        extensions=[ParserCache(maxsize=256), ValidationCache(maxsize=256)],  # type: ignore[list-item]
+        extensions=[
+            *hardening_extensions(limits or HardeningLimits(), hardened=hardened),
+            # Clients send the same few documents again and again; parsing and
+            # validating them was most of the gateway's CPU per request.
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+        ],
     )

@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.sdk.testing.server import serve_in_thread
+from gateway.issuer import DevIssuer
 from tests.servers import gateway_config, gateway_process, sandbox_process
 
 
@@ -19,8 +21,25 @@ def sandbox_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(sandbox_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config, env = gateway_config(sandbox_url, tmp_path_factory.mktemp("gateway"))
+def issuer() -> Iterator[DevIssuer]:
+    """The development token issuer, served on 127.0.0.1 (real discovery and JWKS)."""
+    dev = DevIssuer()
+    with serve_in_thread(dev.app) as url:
+        dev.issuer_url = url
+        yield dev
+
+
+@pytest.fixture(scope="session")
+def gateway_url(
+    sandbox_url: str, issuer: DevIssuer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    config, env = gateway_config(
+        sandbox_url, tmp_path_factory.mktemp("gateway"),
+        auth={"issuer": issuer.issuer_url, "audience": ["c360"]},
+        # Batching tests ask for 200 full profiles at once: far past the
+        # production cost limit, which tests of the limits cover on their own.
+        extra={"graphql": {"max_cost": 1_000_000}},
+    )  # fmt: skip
     with gateway_process(config, env) as url:
         yield url
 
@@ -33,16 +52,22 @@ def answer_key(sandbox_url: str) -> list[dict[str, Any]]:
 
 
 class GraphQLClient:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self.url = f"{url}/graphql"
+        self.headers = {"authorization": f"Bearer {token}"}
 
     def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
-        response = httpx.post(self.url, json={"query": query, "variables": variables}, timeout=30)
+        response = httpx.post(
+            self.url,
+            json={"query": query, "variables": variables},
+            headers=self.headers,
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
 
 
 @pytest.fixture(scope="session")
-def gql(gateway_url: str) -> GraphQLClient:
-    return GraphQLClient(gateway_url)
+def gql(gateway_url: str, issuer: DevIssuer) -> GraphQLClient:
+    return GraphQLClient(gateway_url, issuer.mint_token("admin", mfa=True))

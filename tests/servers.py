@@ -81,6 +81,8 @@ def gateway_config(
     cache: Mapping[str, object] | None = None,
     extra: Mapping[str, object] | None = None,
     resilience: Mapping[str, object] | None = None,
+    auth: Mapping[str, object] | None = None,
+    audit_dir: Path | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A config file pointing every connector at the sandbox, secrets via env."""
     env: dict[str, str] = {}
@@ -100,12 +102,20 @@ def gateway_config(
         }
     path = directory / "c360.yaml"
     # The cache stays off unless a test asks for it: most tests count upstream calls.
-    document = {
-        "gateway": {"max_customers": 200},
+    # Without an auth section the gateway runs in its explicit insecure dev mode.
+    document: dict[str, object] = {
+        "gateway": {"max_customers": 200, "insecure_no_auth": auth is None},
         "connectors": connectors,
         "cache": dict(cache) if cache is not None else {"enabled": False},
-        **(extra or {}),
+        "audit": {"sink": "file", "path": str((audit_dir or directory) / "audit.jsonl")},
     }
+    if auth is not None:
+        document["auth"] = dict(auth)
+    for section, value in (extra or {}).items():
+        base = document.get(section)
+        document[section] = (
+            {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+        )
     path.write_text(yaml.safe_dump(document))
     env["C360_ID_KEY"] = "dGVzdC1rZXktZm9yLWN1c3RvbWVyLWlkcy0zMmJ5dGU"
     return path, env

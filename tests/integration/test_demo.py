@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_serves_a_full_profile_for_the_email_it_prints():
-    port, sandbox_port = free_port(), free_port()
+    port, sandbox_port, issuer_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -29,6 +29,8 @@ def test_demo_serves_a_full_profile_for_the_email_it_prints():
             str(port),
             "--sandbox-port",
             str(sandbox_port),
+            "--issuer-port",
+            str(issuer_port),
             "--customers",
             "200",
         ],
@@ -49,8 +51,16 @@ def test_demo_serves_a_full_profile_for_the_email_it_prints():
         variables = json.loads(printed.rsplit("variables:", 1)[1])
         query = re.search(r"(query Customer360.*?\n})", printed, re.S).group(1)
         wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
-        body = httpx.post(
+        tokens = dict(re.findall(r"^  (\w+): (ey[\w.-]+)$", printed, re.M))
+        assert set(tokens) >= {"support_agent", "marketing", "billing_admin", "admin"}
+        anonymous = httpx.post(
             f"http://127.0.0.1:{port}/graphql", json={"query": query, "variables": variables}
+        )
+        assert anonymous.status_code == 401
+        body = httpx.post(
+            f"http://127.0.0.1:{port}/graphql",
+            json={"query": query, "variables": variables},
+            headers={"authorization": f"Bearer {tokens['admin']}"},
         ).json()
         assert "errors" not in body
         customer = body["data"]["customer"]

@@ -56,6 +56,7 @@ PACKAGES = {
         "normalize_phone",
     ],
     "connectors.sdk.testing": [],
+    "schema.extensions": ["HardeningLimits", "hardening_extensions", "limits_from_mapping"],
     "connectors.sdk.testing.contract": ["ConnectorContract", "connector_class", "contract_for"],
     "connectors.salesforce": ["SalesforceConnector"],
     "connectors.zendesk": ["ZendeskConnector"],
