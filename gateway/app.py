@@ -11,7 +11,9 @@ Routes::
 
 from __future__ import annotations
 
+import math
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +27,7 @@ from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
 
 from gateway._limits import BodyLimit
+from gateway._ratelimit import rate_limit_from_mapping
 from gateway.auth import AuthSettings, principal_or_response, resource_metadata
 from gateway.config import Settings
 from gateway.context import Context, Loaders
@@ -59,7 +62,20 @@ class GraphQLView(GraphQL[Context, None]):
             identity=rt.identity,
             cursors=rt.cursors,
             principal=getattr(request.state, "principal", None),
+            request_id=getattr(request.state, "request_id", None),
         )
+
+
+def _request_id(request: Request) -> str:
+    """The caller's X-Request-Id when it is a sane token, else a fresh one."""
+    given = request.headers.get("x-request-id", "")
+    if 8 <= len(given) <= 64 and all(c.isalnum() or c in "-_." for c in given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
 
 
 def create_app(
@@ -89,22 +105,19 @@ def create_app(
         logger.warning(
             "gateway.insecure_no_auth: every request is an admin; never do this in production"
         )
+    limiter = rate_limit_from_mapping((settings.raw.get("gateway") or {}).get("rate_limit"))
     if schema is None:
         schema = build_schema(limits_from_mapping(settings.raw.get("graphql")), hardened=hardened)
     view = GraphQLView(schema, runtime, graphiql=settings.graphiql and not hardened)
 
     async def graphql(request: Request) -> Response:
         started = time.perf_counter()
+        request.state.request_id = _request_id(request)
         if request.method == "POST":
-            authenticator = runtime.authenticator
-            if authenticator is None:
-                request.state.principal = DEV_PRINCIPAL
-            else:
-                outcome = await principal_or_response(authenticator, request)
-                if isinstance(outcome, Response):
-                    telemetry.graphql_requests.labels("unauthenticated").inc()
-                    return outcome
-                request.state.principal = outcome
+            refused = await _admit(request)
+            if refused is not None:
+                refused.headers["x-request-id"] = request.state.request_id
+                return refused
         try:
             response = await view.run(request)
         except HTTPException as exc:
@@ -114,7 +127,32 @@ def create_app(
             )
         telemetry.graphql_latency.observe(time.perf_counter() - started)
         telemetry.graphql_requests.labels("ok" if response.status_code == 200 else "error").inc()
+        response.headers["x-request-id"] = request.state.request_id
         return response
+
+    async def _admit(request: Request) -> Response | None:
+        """CSRF-safe content type, a valid token, and the principal's rate limit."""
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ("application/json", "application/graphql-response+json"):
+            telemetry.graphql_requests.labels("refused").inc()
+            return _error(415, "UNSUPPORTED_MEDIA_TYPE", "POST a JSON body (application/json)")
+        authenticator = runtime.authenticator
+        if authenticator is None:
+            request.state.principal = DEV_PRINCIPAL
+        else:
+            outcome = await principal_or_response(authenticator, request)
+            if isinstance(outcome, Response):
+                telemetry.graphql_requests.labels("unauthenticated").inc()
+                return outcome
+            request.state.principal = outcome
+        if limiter is not None:
+            allowed, wait = limiter.allow(request.state.principal.subject)
+            if not allowed:
+                telemetry.graphql_requests.labels("rate_limited").inc()
+                response = _error(429, "RATE_LIMITED", "too many requests for this principal")
+                response.headers["retry-after"] = str(max(1, math.ceil(wait)))
+                return response
+        return None
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "connectors": runtime.connectors.names})

@@ -82,5 +82,7 @@ class Context:
     # The authenticated caller (gateway.auth.Principal); the policy reads it.
     principal: Any = None
     policy: Any = None
+    # Echoed as X-Request-Id and in masked errors, so reports match the logs.
+    request_id: str | None = None
     response: Any = None
     memo: dict[Hashable, Any] = field(default_factory=dict)

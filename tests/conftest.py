@@ -38,7 +38,7 @@ def gateway_url(
         auth={"issuer": issuer.issuer_url, "audience": ["c360"]},
         # Batching tests ask for 200 full profiles at once: far past the
         # production cost limit, which tests of the limits cover on their own.
-        extra={"graphql": {"max_cost": 1_000_000}},
+        extra={"graphql": {"max_cost": 1_000_000}, "gateway": {"rate_limit": False}},
     )  # fmt: skip
     with gateway_process(config, env) as url:
         yield url
