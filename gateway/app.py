@@ -11,6 +11,7 @@ Routes::
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -20,6 +21,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,6 +30,7 @@ from strawberry.schema import BaseSchema
 
 from gateway._limits import BodyLimit
 from gateway._ratelimit import rate_limit_from_mapping
+from gateway.audit import AuditError
 from gateway.auth import AuthSettings, principal_or_response, resource_metadata
 from gateway.config import Settings
 from gateway.context import Context, Loaders
@@ -52,7 +55,7 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def get_context(self, request: Any, response: Any) -> Context:
         rt = self._runtime
-        return Context(
+        context = Context(
             request=request,
             response=response,
             settings=rt.settings,
@@ -63,7 +66,10 @@ class GraphQLView(GraphQL[Context, None]):
             cursors=rt.cursors,
             principal=getattr(request.state, "principal", None),
             request_id=getattr(request.state, "request_id", None),
+            policy=rt.policy,
         )
+        request.state.c360_context = context
+        return context
 
 
 def _request_id(request: Request) -> str:
@@ -72,6 +78,35 @@ def _request_id(request: Request) -> str:
     if 8 <= len(given) <= 64 and all(c.isalnum() or c in "-_." for c in given):
         return given
     return uuid.uuid4().hex
+
+
+async def _operation_name(request: Request) -> str | None:
+    try:
+        name = json.loads(await request.body()).get("operationName")
+    except (ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and len(name) <= 200 else None
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _audit(runtime: Runtime, context: Context, operation: str | None, ip: str | None) -> None:
+    principal = context.principal
+    for customer_id, fields in sorted(context.pii_reads.items()):
+        try:
+            await runtime.audit.record(
+                subject=principal.subject if principal is not None else "anonymous",
+                client_id=getattr(principal, "client_id", None),
+                customer_id=customer_id,
+                fields=sorted(fields),
+                operation=operation,
+                request_id=context.request_id,
+                source_ip=ip,
+            )
+        except (AuditError, ValueError):
+            logger.exception("audit event for request %s could not be written", context.request_id)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -128,6 +163,13 @@ def create_app(
         telemetry.graphql_latency.observe(time.perf_counter() - started)
         telemetry.graphql_requests.labels("ok" if response.status_code == 200 else "error").inc()
         response.headers["x-request-id"] = request.state.request_id
+        context = getattr(request.state, "c360_context", None)
+        if context is not None and context.pii_reads:
+            # Written after the response is sent: an fsync per request would
+            # sit on every PII read's latency. A failed write is logged.
+            response.background = BackgroundTask(
+                _audit, runtime, context, await _operation_name(request), _client_ip(request)
+            )
         return response
 
     async def _admit(request: Request) -> Response | None:

@@ -84,5 +84,7 @@ class Context:
     policy: Any = None
     # Echoed as X-Request-Id and in masked errors, so reports match the logs.
     request_id: str | None = None
+    # PII fields shown per customer id, for the audit trail.
+    pii_reads: dict[str, set[str]] = field(default_factory=dict)
     response: Any = None
     memo: dict[Hashable, Any] = field(default_factory=dict)

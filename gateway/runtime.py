@@ -23,6 +23,7 @@ from gateway.cache import CacheLayer, cache_from_settings
 from gateway.config import ConfigError, Settings
 from gateway.cursors import CursorCodec
 from gateway.identity import CustomerIds, identity_settings_from_mapping
+from gateway.policy import policy_from_mapping
 from gateway.registry import ConnectorSet
 from gateway.resilience import Resilience, policies_from_settings
 from gateway.telemetry import Telemetry
@@ -67,6 +68,10 @@ class Runtime:
         self.settings = settings
         self.telemetry = telemetry
         self.auth = auth
+        # auth.roles is the one place that gives a role its scopes.
+        self.policy = policy_from_mapping(
+            settings.raw.get("policy"), role_scopes=auth.role_scopes if auth is not None else None
+        )
         self.ids = CustomerIds(settings.id_key)
         self.identity = identity_settings_from_mapping(settings.raw.get("identity"))
         self.cursors = CursorCodec(settings.id_key)

@@ -11,7 +11,9 @@ from gateway.golden import GoldenRecord
 from gateway.identity import Profile
 from schema._loading import Ctx, gather_loads, load, newest_first
 from schema.account import Account
+from schema.directives import Auth, Pii, PiiKind
 from schema.errors import upstream_error
+from schema.permissions import Guard
 from schema.types import Invoice, MarketingProfile, Source, Subscription, Ticket
 
 __all__ = ["ConflictValue", "Customer", "DataQuality", "Duplicate", "FieldConflict", "Provenance"]
@@ -36,7 +38,10 @@ class Duplicate:
 class ConflictValue:
     system: str
     record_id: strawberry.ID
-    value: str
+    # Conflicting phones show up here too, so this is as sensitive as a phone.
+    value: str = strawberry.field(
+        directives=[Pii(kind=PiiKind.OTHER, sensitive=True)], extensions=[Guard()]
+    )
 
 
 @strawberry.type
@@ -71,23 +76,23 @@ class Customer:
     _profile: strawberry.Private[Profile]
     _golden: strawberry.Private[GoldenRecord]
 
-    @strawberry.field
+    @strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
     def name(self) -> str | None:
         return self._golden.get("name")
 
-    @strawberry.field
+    @strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
     def first_name(self) -> str | None:
         return self._golden.get("first_name")
 
-    @strawberry.field
+    @strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
     def last_name(self) -> str | None:
         return self._golden.get("last_name")
 
-    @strawberry.field
+    @strawberry.field(directives=[Pii(kind=PiiKind.EMAIL)], extensions=[Guard()])
     def email(self) -> str | None:
         return self._golden.get("email")
 
-    @strawberry.field
+    @strawberry.field(directives=[Pii(kind=PiiKind.PHONE, sensitive=True)], extensions=[Guard()])
     def phone(self) -> str | None:
         return self._golden.get("phone")
 
@@ -95,11 +100,19 @@ class Customer:
     def title(self) -> str | None:
         return self._golden.get("title")
 
-    @strawberry.field(description="Every address any system holds, normalized (not reconciled).")
+    @strawberry.field(
+        description="Every address any system holds, normalized (not reconciled).",
+        directives=[Pii(kind=PiiKind.EMAIL)],
+        extensions=[Guard()],
+    )
     def emails(self) -> list[str]:
         return self._golden.contact_points("email")
 
-    @strawberry.field(description="Every phone any system holds, in E.164 (not reconciled).")
+    @strawberry.field(
+        description="Every phone any system holds, in E.164 (not reconciled).",
+        directives=[Pii(kind=PiiKind.PHONE, sensitive=True)],
+        extensions=[Guard()],
+    )
     def phones(self) -> list[str]:
         return self._golden.contact_points("phone")
 
@@ -145,7 +158,11 @@ class Customer:
             duplicates=duplicates, conflicts=conflicts, missing_in=list(q.missing_in), score=q.score
         )
 
-    @strawberry.field(description="The CRM account (organization) the customer belongs to.")
+    @strawberry.field(
+        description="The CRM account (organization) the customer belongs to.",
+        directives=[Auth(requires=["crm:read"])],
+        extensions=[Guard()],
+    )
     async def account(self, info: Ctx) -> Account | None:
         _raise_failure(self._profile, Domain.CRM)
         for link in sorted(
@@ -158,7 +175,11 @@ class Customer:
                     return Account.of(link.connector, org)
         return None
 
-    @strawberry.field(description="Support tickets the customer requested, newest first.")
+    @strawberry.field(
+        description="Support tickets the customer requested, newest first.",
+        directives=[Auth(requires=["tickets:read"])],
+        extensions=[Guard()],
+    )
     async def tickets(self, info: Ctx) -> list[Ticket] | None:
         _raise_failure(self._profile, Domain.TICKETING)
         links = self._profile.records(Domain.TICKETING)
@@ -169,7 +190,9 @@ class Customer:
         return [Ticket.of(t) for t in newest_first(tickets, lambda t: t.updated_at or t.created_at)]
 
     @strawberry.field(
-        description="Current (not canceled) subscriptions over every billing account."
+        description="Current (not canceled) subscriptions over every billing account.",
+        directives=[Auth(requires=["billing:read"])],
+        extensions=[Guard()],
     )
     def subscriptions(self) -> list[Subscription] | None:
         _raise_failure(self._profile, Domain.BILLING)
@@ -180,7 +203,11 @@ class Customer:
             for s in link.record.subscriptions
         ]
 
-    @strawberry.field(description="Invoices over every billing account, newest first.")
+    @strawberry.field(
+        description="Invoices over every billing account, newest first.",
+        directives=[Auth(requires=["billing:read"])],
+        extensions=[Guard()],
+    )
     async def invoices(self, info: Ctx) -> list[Invoice] | None:
         _raise_failure(self._profile, Domain.BILLING)
         links = self._profile.records(Domain.BILLING)
@@ -190,7 +217,11 @@ class Customer:
         invoices = [i for batch in batches for i in batch or ()]
         return [Invoice.of(i) for i in newest_first(invoices, lambda i: i.created_at)]
 
-    @strawberry.field(description="Marketing status, lists and consents; null when not a member.")
+    @strawberry.field(
+        description="Marketing status, lists and consents; null when not a member.",
+        directives=[Auth(requires=["marketing:read"])],
+        extensions=[Guard()],
+    )
     def marketing(self) -> MarketingProfile | None:
         _raise_failure(self._profile, Domain.MARKETING)
         links = [

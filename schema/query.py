@@ -16,7 +16,9 @@ from gateway.identity import InvalidCustomerId, Profile, resolve
 from schema._loading import Ctx
 from schema.account import Account
 from schema.customer import Customer
+from schema.directives import Auth
 from schema.errors import bad_input, upstream_error
+from schema.permissions import Guard
 from schema.types import Connection
 
 __all__ = ["MAX_PAGE", "Query", "SystemRefInput"]
@@ -146,10 +148,14 @@ class Query:
         )
         return [_item(r) for r in found]
 
-    @strawberry.field(description="Full-text search over the CRM's people, as customers.")
+    @strawberry.field(
+        description="Full-text search over the CRM's people, as customers.",
+        directives=[Auth(requires=["crm:read"])],
+        extensions=[Guard()],
+    )
     async def search_customers(
         self, info: Ctx, text: str, first: int = 10, after: str | None = None
-    ) -> Connection[Customer]:
+    ) -> Connection[Customer] | None:
         text = text.strip()
         if not 2 <= len(text) <= 100:
             raise bad_input("text must be 2 to 100 characters", argument="text")
@@ -166,7 +172,11 @@ class Query:
         edges = [(c, _item(r)) for (c, _), r in zip(window, found, strict=True)]
         return Connection.of(edges, more, None)  # type: ignore[arg-type]
 
-    @strawberry.field(description="One CRM account by its CRM id.")
+    @strawberry.field(
+        description="One CRM account by its CRM id.",
+        directives=[Auth(requires=["crm:read"])],
+        extensions=[Guard()],
+    )
     async def account(self, info: Ctx, id: strawberry.ID) -> Account | None:
         crm = _crm(info)
         try:
@@ -175,10 +185,14 @@ class Query:
             raise upstream_error(exc) from exc
         return Account.of(crm, org) if org else None
 
-    @strawberry.field(description="All CRM accounts, a page at a time.")
+    @strawberry.field(
+        description="All CRM accounts, a page at a time.",
+        directives=[Auth(requires=["crm:read"])],
+        extensions=[Guard()],
+    )
     async def accounts(
         self, info: Ctx, first: int = 20, after: str | None = None
-    ) -> Connection[Account]:
+    ) -> Connection[Account] | None:
         crm = _crm(info)
         window, more = await _vendor_window(info, "accounts", first, after, crm.organizations_page)
         return Connection.of([(c, Account.of(crm, o)) for c, o in window], more, None)

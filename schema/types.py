@@ -15,6 +15,8 @@ import strawberry
 from connectors.sdk import Connector
 from connectors.sdk import models as m
 from schema._loading import Ctx, gather_loads, newest_first
+from schema.directives import Pii, PiiKind
+from schema.permissions import Guard
 
 __all__ = [
     "Connection",
@@ -82,9 +84,10 @@ class Connection(Generic[T]):
 @strawberry.type(description="A person as the CRM knows them (an account's contact).")
 class Contact:
     id: strawberry.ID
-    name: str | None
-    email: str | None
-    phone: str | None
+    name: str | None = strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
+    email: str | None = strawberry.field(directives=[Pii(kind=PiiKind.EMAIL)], extensions=[Guard()])
+    # An account's business line, not a personal phone: ordinary PII.
+    phone: str | None = strawberry.field(directives=[Pii(kind=PiiKind.PHONE)], extensions=[Guard()])
     title: str | None
     source: Source
 

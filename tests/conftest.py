@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,11 +31,15 @@ def issuer() -> Iterator[DevIssuer]:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(
-    sandbox_url: str, issuer: DevIssuer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def gateway_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session gateway's config and audit trail (audit.jsonl) live."""
+    return tmp_path_factory.mktemp("gateway")
+
+
+@pytest.fixture(scope="session")
+def gateway_url(sandbox_url: str, issuer: DevIssuer, gateway_dir: Path) -> Iterator[str]:
     config, env = gateway_config(
-        sandbox_url, tmp_path_factory.mktemp("gateway"),
+        sandbox_url, gateway_dir,
         auth={"issuer": issuer.issuer_url, "audience": ["c360"]},
         # Batching tests ask for 200 full profiles at once: far past the
         # production cost limit, which tests of the limits cover on their own.

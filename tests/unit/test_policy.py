@@ -1,0 +1,421 @@
+"""Field access policy: maskers, decisions per role, config errors, and the Guard
+extension on a small schema (resolvers skipped, masking, one decision per request)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import strawberry
+from graphql import GraphQLError
+
+from gateway.auth import DEFAULT_ROLE_SCOPES, Principal
+from gateway.config import ConfigError
+from gateway.policy import (
+    BUILTIN_ROLE_SCOPES,
+    DEFAULT_POLICY,
+    Access,
+    Decision,
+    PiiKind,
+    PiiRule,
+    Policy,
+    mask,
+    mask_email,
+    mask_last4,
+    mask_name,
+    mask_phone,
+    policy_from_mapping,
+)
+from schema import build_schema
+from schema.directives import Auth, Pii
+from schema.permissions import Guard
+
+
+@dataclass(frozen=True)
+class Who:
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    mfa: bool = False
+
+
+def who(*roles: str, scopes: tuple[str, ...] = (), mfa: bool = False) -> Who:
+    return Who(frozenset(roles), frozenset(scopes), mfa)
+
+
+EMAIL = PiiRule(PiiKind.EMAIL)
+PHONE_SENSITIVE = PiiRule(PiiKind.PHONE, sensitive=True)
+
+# -- maskers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("jane.doe@example.com", "j***@example.com"),
+        ("J@Example.org", "J***@Example.org"),
+        ("@example.com", "***@example.com"),
+        ("not-an-address", "***"),
+    ],
+)
+def test_mask_email(value, masked):
+    assert mask_email(value) == masked
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("+14155550123", "+1-***-***-0123"),
+        ("+81 90-1234-5678", "+81-***-***-5678"),
+        ("+442071838750", "+44-***-***-8750"),
+        ("(415) 555-0123", "***-***-0123"),
+        ("+1 555", "***"),
+        ("12345", "***"),
+    ],
+)
+def test_mask_phone_keeps_country_code_and_last_four(value, masked):
+    assert mask_phone(value) == masked
+
+
+def test_mask_name_and_last4():
+    assert mask_name("Jane Doe") == "J***"
+    assert mask_name("  ") == ""
+    assert mask_last4("4242 4242 4242 4242") == "***4242"
+    assert mask_last4("cus_NffrFeUfNV2Hib") == "***2Hib"
+    assert mask_last4("1234567") == "***"
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("jane@example.com", "j***@example.com"),
+        ("+14155550123", "+1-***-***-0123"),
+        ("Jane Doe", "J***"),
+        ("DE89370400440532013000", "***3000"),
+    ],
+)
+def test_mask_other_goes_by_shape(value, masked):
+    assert mask(PiiKind.OTHER, value) == masked
+
+
+def test_masked_value_never_contains_the_original():
+    for kind, value in [
+        (PiiKind.EMAIL, "secret.person@example.com"),
+        (PiiKind.PHONE, "+14155550123"),
+        (PiiKind.NAME, "Secretperson"),
+        (PiiKind.ID, "4000056655665556"),
+    ]:
+        assert value not in mask(kind, value)
+
+
+# -- decisions -----------------------------------------------------------------------------
+
+ALLOWED = Decision(Access.ALLOWED)
+MASKED = Decision(Access.MASKED)
+HIDDEN = Decision(Access.HIDDEN)
+
+
+def forbidden(*missing: str) -> Decision:
+    return Decision(Access.FORBIDDEN, missing)
+
+
+@pytest.mark.parametrize(
+    ("role", "email", "phone", "phone_mfa", "tickets", "billing", "marketing"),
+    [
+        ("support_agent", ALLOWED, MASKED, MASKED, ALLOWED,
+         forbidden("billing:read"), ALLOWED),
+        ("account_manager", ALLOWED, MASKED, MASKED, ALLOWED, ALLOWED,
+         forbidden("marketing:read")),
+        ("marketing", MASKED, MASKED, MASKED, forbidden("tickets:read"),
+         forbidden("billing:read"), ALLOWED),
+        ("billing_admin", ALLOWED, Decision(Access.MASKED, mfa_required=True), ALLOWED,
+         forbidden("tickets:read"), ALLOWED, forbidden("marketing:read")),
+        ("integration", HIDDEN, HIDDEN, HIDDEN, ALLOWED, ALLOWED, ALLOWED),
+        ("admin", ALLOWED, Decision(Access.MASKED, mfa_required=True), ALLOWED,
+         ALLOWED, ALLOWED, ALLOWED),
+    ],
+)  # fmt: skip
+def test_builtin_roles(role, email, phone, phone_mfa, tickets, billing, marketing):
+    policy = DEFAULT_POLICY
+    assert policy.decide(who(role), pii=EMAIL) == email
+    assert policy.decide(who(role), pii=PHONE_SENSITIVE) == phone
+    assert policy.decide(who(role, mfa=True), pii=PHONE_SENSITIVE) == phone_mfa
+    assert policy.decide(who(role), ["tickets:read"]) == tickets
+    assert policy.decide(who(role), ["billing:read"]) == billing
+    assert policy.decide(who(role), ["marketing:read"]) == marketing
+
+
+def test_no_principal_gets_no_access():
+    assert DEFAULT_POLICY.decide(None, ["crm:read"]) == forbidden("crm:read")
+    assert DEFAULT_POLICY.decide(None, pii=EMAIL) == HIDDEN
+    assert DEFAULT_POLICY.decide(None) == ALLOWED  # an unguarded field
+
+
+def test_all_missing_scopes_are_named():
+    assert DEFAULT_POLICY.decide(
+        who("marketing"), ["tickets:read", "billing:read", "crm:read"]
+    ) == (forbidden("billing:read", "tickets:read"))
+
+
+def test_scopes_only_principal():
+    # A client-credentials token: scopes, no role the policy knows.
+    with_pii = who("robot", scopes=("crm:read", "pii:read"))
+    assert DEFAULT_POLICY.decide(with_pii, ["crm:read"], EMAIL) == ALLOWED
+    assert DEFAULT_POLICY.decide(who("robot", scopes=("crm:read",)), pii=EMAIL) == HIDDEN
+
+
+def test_most_permissive_role_wins():
+    assert DEFAULT_POLICY.decide(who("integration", "marketing"), pii=EMAIL) == MASKED
+    assert DEFAULT_POLICY.decide(who("integration", "support_agent"), pii=EMAIL) == ALLOWED
+
+
+def test_full_needs_pii_read():
+    policy = policy_from_mapping({"roles": {"viewer": {"scopes": ["crm:read"], "pii": "full"}}})
+    assert policy.decide(who("viewer"), pii=EMAIL) == MASKED
+
+
+def test_mfa_requirement_can_be_turned_off():
+    policy = policy_from_mapping({"mfa_for_sensitive": False})
+    assert policy.decide(who("billing_admin"), pii=PHONE_SENSITIVE) == ALLOWED
+    assert policy.decide(who("support_agent"), pii=PHONE_SENSITIVE) == MASKED
+
+
+def test_auth_principal_fits():
+    principal = Principal(subject="s", roles=frozenset({"marketing"}), mfa=True)
+    assert DEFAULT_POLICY.decide(principal, ["marketing:read"], EMAIL) == MASKED
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def test_empty_config_is_the_builtins():
+    assert policy_from_mapping(None) == Policy()
+    assert policy_from_mapping({}) == Policy()
+    assert {n: r.scopes for n, r in Policy().roles.items()} == dict(BUILTIN_ROLE_SCOPES)
+
+
+def test_builtin_roles_match_the_auth_defaults():
+    # Auth maps token roles to scopes with its own copy; the two must not drift.
+    assert dict(BUILTIN_ROLE_SCOPES) == dict(DEFAULT_ROLE_SCOPES)
+
+
+def test_config_overrides_only_what_it_names():
+    policy = policy_from_mapping(
+        {
+            "roles": {
+                "marketing": {"pii": {"email": "hidden"}},
+                "support_agent": {"scopes": ["crm:read", "pii:read"]},
+                "auditor": {"scopes": ["audit:read"], "pii": "masked"},
+            }
+        }
+    )
+    assert policy.decide(who("marketing"), pii=EMAIL) == HIDDEN
+    assert policy.decide(who("marketing"), pii=PiiRule(PiiKind.NAME)) == MASKED
+    assert policy.decide(who("marketing"), ["marketing:read"]) == ALLOWED
+    assert policy.decide(who("support_agent"), ["tickets:read"]) == forbidden("tickets:read")
+    assert policy.decide(who("support_agent"), pii=EMAIL) == ALLOWED
+    assert policy.decide(who("auditor"), ["crm:read"]) == forbidden("crm:read")
+    assert policy.decide(who("auditor"), pii=EMAIL) == MASKED
+
+
+def test_role_scopes_from_auth_config_come_first():
+    policy = policy_from_mapping(
+        {"roles": {"admin": {"scopes": ["crm:read"]}}},
+        role_scopes={"support_agent": ["crm:read"], "admin": ["audit:read"]},
+    )
+    assert policy.decide(who("support_agent"), ["tickets:read"]) == forbidden("tickets:read")
+    assert policy.decide(who("support_agent"), pii=EMAIL) == MASKED  # full, but no pii:read
+    assert policy.decide(who("admin"), ["audit:read"]) == forbidden("audit:read")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "policy must be a mapping"),
+        ({"role": {}}, "policy: unknown setting(s) role"),
+        ({"mfa_for_sensitive": "yes"}, "policy.mfa_for_sensitive must be true or false"),
+        ({"roles": ["admin"]}, "policy.roles must be a mapping"),
+        ({"roles": {"admin": "full"}}, "policy.roles.admin must be a mapping"),
+        ({"roles": {"admin": {"scope": []}}}, "policy.roles.admin: unknown setting(s) scope"),
+        ({"roles": {"x": {"scopes": "crm:read"}}}, "policy.roles.x.scopes must be a list"),
+        ({"roles": {"x": {"scopes": ["crm:write"]}}}, "unknown scope(s) crm:write; known: "),
+        ({"roles": {"x": {"pii": "blurred"}}}, "policy.roles.x.pii: 'blurred' is not one of"),
+        ({"roles": {"x": {"pii": {"ssn": "hidden"}}}}, "policy.roles.x.pii: unknown PII kind"),
+        ({"roles": {"x": {"pii": {"email": None}}}}, "policy.roles.x.pii.email: None is not"),
+    ],
+)
+def test_config_errors(raw, message):
+    with pytest.raises(ConfigError) as caught:
+        policy_from_mapping(raw)
+    assert message in str(caught.value)
+
+
+# -- the schema ----------------------------------------------------------------------------
+
+
+def _fields(schema: strawberry.Schema) -> list[Any]:
+    out = []
+    for type_ in schema.schema_converter.type_map.values():
+        definition = type_.definition
+        for field in getattr(definition, "fields", ()):
+            out.append((f"{definition.name}.{field.name}", field))
+    return out
+
+
+def test_every_directive_is_enforced_and_printed():
+    schema = build_schema()
+    guarded = set()
+    for name, field in _fields(schema):
+        directives = [d for d in field.directives if isinstance(d, Auth | Pii)]
+        guards = [e for e in field.extensions if isinstance(e, Guard)]
+        assert len(guards) == (1 if directives else 0), name
+        if directives:
+            guarded.add(name)
+    assert {"Customer.email", "Customer.tickets", "Contact.phone", "ConflictValue.value"} <= (
+        guarded
+    )
+    sdl = schema.as_str()
+    assert 'invoices: [Invoice!] @auth(requires: ["billing:read"])' in sdl
+    assert "email: String @pii(kind: EMAIL, sensitive: false)" in sdl
+    assert "phones: [String!]! @pii(kind: PHONE, sensitive: true)" in sdl
+    assert "directive @auth(requires: [String!]!) on FIELD_DEFINITION" in sdl
+
+
+@strawberry.type
+class NotNullable:
+    @strawberry.field(directives=[Auth(requires=["crm:read"])], extensions=[Guard()])
+    def items(self) -> list[str]:
+        return []
+
+
+@strawberry.type
+class Undirected:
+    @strawberry.field(extensions=[Guard()])
+    def items(self) -> list[str] | None:
+        return []
+
+
+@strawberry.type
+class BadQuery:
+    not_nullable: NotNullable
+
+
+@strawberry.type
+class OtherBadQuery:
+    undirected: Undirected
+
+
+def test_guard_refuses_fields_it_cannot_enforce():
+    with pytest.raises(TypeError, match="must be nullable"):
+        strawberry.Schema(query=BadQuery)
+    with pytest.raises(TypeError, match="without @auth or @pii"):
+        strawberry.Schema(query=OtherBadQuery)
+
+
+# -- the Guard on a small schema -------------------------------------------------------------
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+
+@strawberry.type
+class Person:
+    @strawberry.field(directives=[Pii(kind=PiiKind.EMAIL)], extensions=[Guard()])
+    def email(self, info: strawberry.Info) -> str | None:
+        info.context.calls.names.append("email")
+        return "jane@example.com"
+
+    @strawberry.field(directives=[Pii(kind=PiiKind.PHONE)], extensions=[Guard()])
+    def phones(self, info: strawberry.Info) -> list[str]:
+        info.context.calls.names.append("phones")
+        return ["+14155550123", "+819012345678"]
+
+    @strawberry.field(directives=[Auth(requires=["billing:read"])], extensions=[Guard()])
+    async def invoices(self, info: strawberry.Info) -> list[str] | None:
+        info.context.calls.names.append("invoices")
+        return ["in_1"]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def people(self) -> list[Person]:
+        return [Person(), Person(), Person()]
+
+
+class CountingPolicy(Policy):
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "decided", [])
+
+    def decide(self, principal: Any, requires: Any = (), pii: PiiRule | None = None) -> Decision:
+        self.decided.append((tuple(requires), pii))  # type: ignore[attr-defined]
+        return super().decide(principal, requires, pii)
+
+
+@dataclass
+class Ctx:
+    principal: Any
+    policy: Any = None
+    calls: Calls = None  # type: ignore[assignment]
+    memo: dict[Any, Any] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.calls = Calls()
+        self.memo = {}
+
+
+GUARDED = strawberry.Schema(query=Query)
+DOC = "{ people { email phones invoices } }"
+
+
+async def test_allowed_passes_through():
+    ctx = Ctx(who("admin"))
+    result = await GUARDED.execute(DOC, context_value=ctx)
+    assert result.errors is None
+    assert result.data["people"][0] == {
+        "email": "jane@example.com",
+        "phones": ["+14155550123", "+819012345678"],
+        "invoices": ["in_1"],
+    }
+
+
+async def test_forbidden_and_hidden_never_run_the_resolver():
+    ctx = Ctx(who("integration"))
+    result = await GUARDED.execute("{ people { email phones } }", context_value=ctx)
+    assert result.errors is None
+    assert result.data["people"] == [{"email": None, "phones": []}] * 3
+    assert ctx.calls.names == []
+
+    ctx = Ctx(who("support_agent"))
+    result = await GUARDED.execute("{ people { invoices email } }", context_value=ctx)
+    assert [p["invoices"] for p in result.data["people"]] == [None] * 3
+    assert "invoices" not in ctx.calls.names
+    assert len(result.errors) == 3
+    error: GraphQLError = result.errors[0]
+    assert error.extensions == {"code": "FORBIDDEN", "missing": ["billing:read"]}
+    assert error.path == ["people", 0, "invoices"]
+
+
+async def test_masked_runs_the_resolver_and_masks_every_string():
+    result = await GUARDED.execute(DOC, context_value=Ctx(who("marketing")))
+    person = result.data["people"][0]
+    assert person["email"] == "j***@example.com"
+    assert person["phones"] == ["+1-***-***-0123", "+81-***-***-5678"]
+
+
+async def test_one_decision_per_field_per_request():
+    policy = CountingPolicy()
+    ctx = Ctx(who("account_manager"), policy=policy)
+    result = await GUARDED.execute(DOC, context_value=ctx)
+    assert result.errors is None
+    assert len(policy.decided) == 3  # three fields, three people
+    assert len(ctx.calls.names) == 9
+
+
+def test_sync_resolvers_stay_sync():
+    result = GUARDED.execute_sync("{ people { email phones } }", context_value=Ctx(who("admin")))
+    assert result.errors is None
+    assert result.data["people"][0]["email"] == "jane@example.com"
