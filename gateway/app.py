@@ -7,6 +7,7 @@ Routes::
     GET  /healthz                              liveness: {"status": "ok", "connectors": [...]}
     GET  /metrics                              Prometheus text format
     GET  /.well-known/oauth-protected-resource RFC 9728: which issuer signs our tokens
+    POST /webhooks/{connector}[/{secret}]      vendor webhooks: verify, evict, broadcast
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.config import Settings
 from gateway.context import Context, Loaders
 from gateway.runtime import DEV_PRINCIPAL, Runtime, auth_from_settings
 from gateway.telemetry import CONTENT_TYPE_LATEST, Telemetry, logger
+from gateway.webhooks import Invalidator, webhook_routes, webhook_settings
 from schema import build_schema
 from schema.extensions import limits_from_mapping
 
@@ -140,6 +142,10 @@ def create_app(
         logger.warning(
             "gateway.insecure_no_auth: every request is an admin; never do this in production"
         )
+    hooks = webhook_settings(settings, redis_url=redis_url)
+    invalidator = Invalidator(
+        lambda: runtime.cache, redis_url=hooks.redis_url, channel=hooks.channel
+    )
     limiter = rate_limit_from_mapping((settings.raw.get("gateway") or {}).get("rate_limit"))
     if schema is None:
         schema = build_schema(limits_from_mapping(settings.raw.get("graphql")), hardened=hardened)
@@ -210,9 +216,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         runtime.start()
+        await invalidator.start()
         try:
             yield
         finally:
+            await invalidator.aclose()
             await runtime.aclose()
 
     app = Starlette(
@@ -221,6 +229,8 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/.well-known/oauth-protected-resource", protected_resource, methods=["GET"]),
+            # Vendors sign their webhooks (or hold a URL secret): no bearer token here.
+            *webhook_routes(invalidator, settings.connectors, max_body_bytes=hooks.max_body_bytes),
         ],
         lifespan=lifespan,
     )

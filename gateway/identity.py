@@ -300,15 +300,21 @@ async def resolve(
 def _round_calls(
     ctx: Context, settings: IdentitySettings, frontier: _Frontier, seen: _Frontier
 ) -> list[tuple[Connector, str, str, str]]:
-    calls: list[tuple[Connector, str, str, str]] = []
+    """This round's lookups, strongest key first: a record reached by several
+    keys in one round is linked under the first (see ``Profile.add``)."""
     connectors = list(ctx.connectors.by_name.values())
+    by_key: dict[str, list[tuple[Connector, str, str, str]]] = {
+        "link": [],
+        "email": [],
+        "phone": [],
+    }
     if "email" in settings.match_keys:
         for key in sorted(frontier.emails - seen.emails):
-            calls += [(c, EMAIL_LOOKUP[c.domain], key, "email") for c in connectors]
+            by_key["email"] += [(c, EMAIL_LOOKUP[c.domain], key, "email") for c in connectors]
         seen.emails |= frontier.emails
     if "phone" in settings.match_keys:
         for key in sorted(frontier.phones - seen.phones):
-            calls += [
+            by_key["phone"] += [
                 (c, PHONE_LOOKUP[c.domain], key, "phone")
                 for c in connectors
                 if c.domain in PHONE_LOOKUP and _supports(c, PHONE_LOOKUP[c.domain])
@@ -320,14 +326,14 @@ def _round_calls(
             system, _, target = key.partition(":")
             owner = ctx.connectors.by_name.get(system)
             if owner is not None:
-                calls.append((owner, ID_LOOKUP[owner.domain], target, "link"))
+                by_key["link"].append((owner, ID_LOOKUP[owner.domain], target, "link"))
         for key in sorted(frontier.backrefs - seen.backrefs):
             system = key.partition(":")[0]
-            calls += [
+            by_key["link"] += [
                 (c, _LINKED, key, "link")
                 for c in connectors
                 if c.name != system and _supports(c, _LINKED)
             ]
         seen.targets |= frontier.targets
         seen.backrefs |= frontier.backrefs
-    return calls
+    return [call for name in settings.match_keys for call in by_key[name]]

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from connectors.mailchimp import webhook
 from connectors.mailchimp._sandbox_data import MailchimpData, Row
 from connectors.mailchimp._sandbox_http import (
     MAX_SIMULTANEOUS,
@@ -50,6 +51,7 @@ _SEARCH_LIMIT = 10  # search-members returns at most 10 members per section
 def create_app(state: SandboxState, *, max_simultaneous: int = MAX_SIMULTANEOUS) -> Starlette:
     """The sandbox app; ``app.state.mailchimp_gate`` holds in-flight/peak/throttled counts."""
     data = MailchimpData(state.world)
+    state.mutations.register(VENDOR, webhook.sandbox_mutator(data), webhook.encode)
     api_key = SANDBOX_CREDENTIALS[VENDOR]["token"]
 
     def guarded(endpoint: Endpoint) -> Endpoint:

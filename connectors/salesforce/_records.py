@@ -31,7 +31,7 @@ from connectors.salesforce._soql import (
 )
 from connectors.sdk.world import EPOCH, World, WorldOrg
 
-__all__ = ["SCHEMA", "Kind", "Org", "Plan", "render", "salesforce_datetime"]
+__all__ = ["SCHEMA", "Kind", "Org", "Plan", "order_rows", "render", "salesforce_datetime"]
 
 Row = dict[str, Any]
 
@@ -174,17 +174,24 @@ class Org:
         rows = self.rows[plan.sobject]
         positions = plan.indexed_positions(self)
         candidates = rows if positions is None else [rows[i] for i in sorted(positions)]
-        found = [row for row in candidates if plan.matches(row)]
-        for field, desc in reversed(plan.order_by):
-            kind = SCHEMA[plan.sobject][field]
-
-            def sort_key(row: Row, field: str = field, kind: Kind = kind) -> tuple[bool, Any]:
-                # Nulls sort first ascending and last descending, as in SOQL.
-                value = row[field]
-                return (value is not None, 0 if value is None else _key(kind, value))
-
-            found.sort(key=sort_key, reverse=desc)
+        found = order_rows(
+            [row for row in candidates if plan.matches(row)], plan.sobject, plan.order_by
+        )
         return found if plan.limit is None else found[: plan.limit]
+
+
+def order_rows(rows: list[Row], sobject: str, order_by: Sequence[tuple[str, bool]]) -> list[Row]:
+    """``rows`` sorted in place by ``(field, descending)`` keys, as ORDER BY does."""
+    for field, desc in reversed(order_by):
+        kind = SCHEMA[sobject][field]
+
+        def sort_key(row: Row, field: str = field, kind: Kind = kind) -> tuple[bool, Any]:
+            # Nulls sort first ascending and last descending, as in SOQL.
+            value = row[field]
+            return (value is not None, 0 if value is None else _key(kind, value))
+
+        rows.sort(key=sort_key, reverse=desc)
+    return rows
 
 
 def render(row: Mapping[str, Any], sobject: str, fields: Sequence[str], version: str) -> Row:

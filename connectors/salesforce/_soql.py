@@ -90,7 +90,11 @@ def pack(values: Sequence[str], max_items: int, max_chars: int) -> list[list[str
 
 
 def select(
-    fields: Iterable[str], sobject: str, where: str | None = None, order_by: str | None = None
+    fields: Iterable[str],
+    sobject: str,
+    where: str | None = None,
+    order_by: str | None = None,
+    limit: int | None = None,
 ) -> str:
     # Names come from the connector's constants; values only ever arrive
     # inside ``where`` as literals built by quote().
@@ -99,6 +103,8 @@ def select(
         soql += f" WHERE {where}"
     if order_by:
         soql += f" ORDER BY {order_by}"
+    if limit is not None:
+        soql += f" LIMIT {int(limit)}"
     return soql
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "person_from_contact",
     "query_records",
     "record_url",
+    "search_records",
 ]
 
 SOURCE = "salesforce"
@@ -166,3 +167,12 @@ def collection_records(body: Any, requested: Sequence[str]) -> list[Record | Non
     if not isinstance(body, list) or len(body) != len(requested):
         raise _protocol("salesforce collection answer does not match the requested ids")
     return [None if item is None else item for item in body]
+
+
+def search_records(body: Any) -> list[Record]:
+    """The records of a SOSL answer: ``{"searchRecords": [...]}`` (a bare list
+    before API version 36.0)."""
+    records = body.get("searchRecords") if isinstance(body, Mapping) else body
+    if not isinstance(records, list):
+        raise _protocol("salesforce search answer has no searchRecords list")
+    return records

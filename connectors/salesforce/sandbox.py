@@ -6,6 +6,8 @@ Serves, under any well-formed version segment (``/services/data/v61.0/…``):
   Account and Opportunity, ``{totalSize, done, nextRecordsUrl?, records}``,
   2,000 records a batch unless ``Sforce-Query-Options: batchSize=N`` (200-2,000);
 * ``GET query/{locator}-{offset}`` -- the continuation a ``nextRecordsUrl`` names;
+* ``GET search`` and ``search/`` -- the SOSL subset of :mod:`._sosl_parse` over Contact,
+  Account and Opportunity, ``{"searchRecords": [...]}`` (see :mod:`._sosl_index`);
 * ``GET``/``POST composite/sobjects/{type}`` -- multi-id read (800 ids by GET,
   2,000 by POST), ``null`` in the position of an unknown id;
 * ``GET sobjects/{type}/{id}`` -- one record;
@@ -31,8 +33,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from connectors.salesforce import webhook
 from connectors.salesforce._records import Org, Plan, Row, render
 from connectors.salesforce._soql import SoqlError, parse
+from connectors.salesforce._sosl_index import SearchEngine
+from connectors.salesforce._sosl_parse import parse as parse_sosl
 from connectors.sdk.sandbox import (
     SANDBOX_CREDENTIALS,
     Endpoint,
@@ -131,7 +136,9 @@ def _strings(value: Any) -> list[str] | None:
 
 def create_app(state: SandboxState) -> Starlette:
     org = Org(state.world)
+    state.mutations.register(_VENDOR, webhook.sandbox_mutator(org), webhook.encode)
     cursors = _Cursors()
+    engine = SearchEngine(org)
     token = SANDBOX_CREDENTIALS[_VENDOR]["token"]
     served = 0
 
@@ -183,6 +190,21 @@ def create_app(state: SandboxState) -> Starlette:
         if len(records) > batch:
             locator = cursors.open(f"{version}\n{batch}\n{soql}", records, batch)
         return JSONResponse(_page(records, 0, batch, version, locator))
+
+    async def search(request: Request, version: str) -> Response:
+        sosl = request.query_params.get("q", "")
+        if not sosl.strip():
+            return _error(400, "MALFORMED_SEARCH", "A search string has to be specified")
+        try:
+            results = engine.run(parse_sosl(sosl))
+        except SoqlError as exc:
+            return _error(400, exc.error_code, exc.message)
+        records = [
+            render(row, sobject, fields, version)
+            for sobject, fields, rows in results
+            for row in rows
+        ]
+        return JSONResponse({"searchRecords": records})
 
     async def query_more(request: Request, version: str) -> Response:
         locator, _, offset = str(request.path_params["locator"]).rpartition("-")
@@ -247,6 +269,8 @@ def create_app(state: SandboxState) -> Starlette:
         vendor_route(state, _VENDOR, f"{base}/query", api(query)),
         vendor_route(state, _VENDOR, f"{base}/query/", api(query)),
         vendor_route(state, _VENDOR, f"{base}/query/{{locator}}", api(query_more)),
+        vendor_route(state, _VENDOR, f"{base}/search", api(search)),
+        vendor_route(state, _VENDOR, f"{base}/search/", api(search)),
         vendor_route(
             state,
             _VENDOR,

@@ -15,6 +15,8 @@ delayed, not counted, never faulted) are::
     GET  /_sandbox/customers        answer key: ?limit=N&offset=M
     GET  /_sandbox/faults           the faults in force, as POST takes them
     POST /_sandbox/faults           replace every fault; {} clears; 400 if invalid
+    POST /_sandbox/mutate           change a record, deliver its signed webhook
+    POST /_sandbox/webhooks         where each vendor's webhooks go (see _mutations)
 
 :func:`create_combined_app` serves several vendors on one port under
 ``/<vendor>`` prefixes, which is what ``c360 sandbox`` and ``c360 demo`` run.
@@ -46,6 +48,7 @@ from connectors.sdk._faults import (
     hold,
     parse_faults,
 )
+from connectors.sdk._mutations import Mutations, mutation_routes
 from connectors.sdk.errors import ConfigurationError
 from connectors.sdk.world import World
 
@@ -90,8 +93,11 @@ class SandboxState:
         *,
         latency_ms: float = 0.0,
         faults: Faults | Mapping[str, Any] | None = None,
+        webhooks: Mapping[str, Any] | None = None,
     ) -> None:
         self.world = world
+        # Vendor apps register their mutators here; webhooks: {vendor: {url, secret}}.
+        self.mutations = Mutations(webhooks)
         self.latency_ms = latency_ms
         self.stats: Counter[str] = Counter()
         self.vendors: set[str] = set()
@@ -238,6 +244,7 @@ def control_routes(state: SandboxState) -> list[BaseRoute]:
         Route("/_sandbox/customers", customers, methods=["GET"]),
         Route("/_sandbox/faults", faults, methods=["GET"]),
         Route("/_sandbox/faults", set_faults, methods=["POST"]),
+        *mutation_routes(state.mutations),
     ]
 
 

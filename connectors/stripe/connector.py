@@ -7,8 +7,9 @@ a bearer token), and options:
 * ``api_version`` -- the ``Stripe-Version`` header, default ``2024-06-20``;
 * ``page_size`` -- search page size, 1-100 (Stripe's ``limit`` range), default 100.
 
-Stripe has no multi-id read. Email and customer-id lookups go through the
-Search API, which OR-combines up to 10 clauses per query
+Stripe has no multi-id read. Lookups by email, phone and CRM link
+(``metadata['salesforce_id']``) and invoice reads go through the Search API,
+which OR-combines up to 10 clauses per query
 (https://docs.stripe.com/search#search-query-language), so keys are chunked at
 10 and the chunks run concurrently. Search is eventually consistent (normally
 under a minute), which suits a read-through 360 view but not read-after-write.
@@ -16,7 +17,7 @@ under a minute), which suits a read-through 360 view but not read-after-write.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote as quote_path
 
@@ -35,16 +36,20 @@ from connectors.sdk import (
     UpstreamUnavailable,
     gather_chunks,
     normalize_email,
+    normalize_phone,
 )
 from connectors.sdk.http import RequestObserver
 from connectors.stripe import mapping
-from connectors.stripe._search import MAX_CLAUSES, any_of
+from connectors.stripe._search import MAX_CLAUSES, any_of, quote
 
 __all__ = ["DEFAULT_API_VERSION", "StripeConnector", "StripeErrorPolicy"]
 
 DEFAULT_API_VERSION = "2024-06-20"
 _MAX_PAGE = 100
 _SEARCH_PAGES = CursorPaginator("has_more", param="page", cursor_field="next_page")
+#: The system whose record ids customers carry in ``metadata['salesforce_id']``.
+LINKED_SYSTEM = "salesforce"
+_LINK_FIELD = "metadata['salesforce_id']"
 Params = dict[str, str | int | Sequence[str]]
 
 
@@ -111,6 +116,7 @@ class StripeConnector(BillingConnector):
     name = "stripe"
     error_policy: ClassVar[type[ErrorPolicy]] = StripeErrorPolicy
     email_batch_size = MAX_CLAUSES
+    phone_batch_size: ClassVar[int] = MAX_CLAUSES
 
     def __init__(
         self,
@@ -151,25 +157,68 @@ class StripeConnector(BillingConnector):
 
         async def fetch(chunk: Sequence[str]) -> dict[str, list[Person]]:
             wanted = set(chunk)
-            found: dict[str, list[Person]] = {}
-            seen: set[str] = set()
-            items = await self._search(
-                "customers",
-                any_of("email", chunk),
-                "customers_by_email",
-                expand=("data.subscriptions",),
+            found = await self._customers(
+                any_of("email", chunk), "customers_by_email", lambda p: normalize_email(p.email)
             )
-            for item in items:
-                person = mapping.person_from_customer(item)
-                if person is None or person.id in seen:
-                    continue
-                key = normalize_email(person.email)
-                if key in wanted:
-                    seen.add(person.id)
-                    found.setdefault(key, []).append(person)
-            return found
+            return {key: people for key, people in found.items() if key in wanted}
 
         return await gather_chunks(keys, MAX_CLAUSES, fetch)
+
+    async def _customers(
+        self, query: str, operation: str, key_of: Callable[[Person], str | None]
+    ) -> dict[str, list[Person]]:
+        """Customers matching ``query`` (with current subscriptions), grouped by ``key_of``."""
+        found: dict[str, list[Person]] = {}
+        seen: set[str] = set()
+        items = await self._search("customers", query, operation, expand=("data.subscriptions",))
+        for item in items:
+            person = mapping.person_from_customer(item)
+            if person is None or person.id in seen:
+                continue
+            key = key_of(person)
+            if key is not None:
+                seen.add(person.id)
+                found.setdefault(key, []).append(person)
+        return found
+
+    async def customers_by_phone(self, phones: Sequence[str]) -> Mapping[str, Sequence[Person]]:
+        """``GET /v1/customers/search?query=phone:'+14155550123' OR …&expand[]=data.subscriptions``.
+
+        One call per 10 numbers (the clause cap) plus one per further page.
+        Stripe matches the phone exactly as stored, and stores what it was
+        given -- E.164, as Stripe recommends; keys must be E.164 (anything else
+        is never sent) and each customer is keyed by its own phone normalized.
+        """
+        keys = [p for p in phones if normalize_phone(p) == p]
+
+        async def fetch(chunk: Sequence[str]) -> dict[str, list[Person]]:
+            wanted = set(chunk)
+            found = await self._customers(
+                any_of("phone", chunk), "customers_by_phone", lambda p: normalize_phone(p.phone)
+            )
+            return {key: people for key, people in found.items() if key in wanted}
+
+        return await gather_chunks(keys, MAX_CLAUSES, fetch)
+
+    async def people_linked_to(self, keys: Sequence[str]) -> Mapping[str, Sequence[Any]]:
+        """Customers whose ``metadata['salesforce_id']`` names a CRM record, keyed
+        ``"salesforce:<id>"``: ``GET /v1/customers/search?query=metadata['salesforce_id']:'…'
+        OR …``, one call per 10 ids. This is how a customer stored under a
+        placeholder email is still found."""
+        prefix = f"{LINKED_SYSTEM}:"
+        ids = [k.removeprefix(prefix) for k in keys if k.startswith(prefix) and k != prefix]
+
+        async def fetch(chunk: Sequence[str]) -> dict[str, list[Person]]:
+            wanted = set(chunk)
+            query = " OR ".join(f"{_LINK_FIELD}:{quote(i)}" for i in chunk)
+
+            def key_of(person: Person) -> str | None:
+                target = person.links.get(LINKED_SYSTEM)
+                return f"{prefix}{target}" if target in wanted else None
+
+            return await self._customers(query, "people_linked_to", key_of)
+
+        return await gather_chunks(ids, MAX_CLAUSES, fetch)
 
     async def customers_by_id(self, ids: Sequence[str]) -> Mapping[str, Person]:
         """``GET /v1/customers/{id}?expand[]=subscriptions``, one call per id.

@@ -38,6 +38,7 @@ from connectors.sdk.sandbox import (
     vendor_app,
     vendor_route,
 )
+from connectors.stripe import webhook
 from connectors.stripe._objects import JSON, StripeData
 from connectors.stripe._protocol import (
     PAGING,
@@ -68,6 +69,7 @@ _NOUN = {"customers": "customer", "subscriptions": "subscription", "invoices": "
 
 def create_app(state: SandboxState) -> Starlette:
     data = StripeData(state.world)
+    state.mutations.register(VENDOR, webhook.sandbox_mutator(data), webhook.encode)
     pages = PageCursors(state.world.seed)
     secret = SANDBOX_CREDENTIALS[VENDOR]["token"]
 

@@ -7,7 +7,11 @@ Zendesk's unified search (``GET /api/v2/search.json?query=…``) takes
 * a repeated keyword ORs its values (``status:open status:pending``);
   different keywords AND together, as do free-text words;
 * ``keyword:"quoted value"`` and ``"quoted phrase"`` are single terms;
-* keywords and ``type`` values are case-insensitive.
+* keywords and ``type`` values are case-insensitive;
+* ``phone:4155550123`` matches a user whose phone has exactly those digits,
+  ``phone:*4155550123`` one whose phone's digits end with them, whatever the
+  stored format (``+1 415.555.0123``, ``(415) 555-0123``) -- Zendesk's
+  documented way to find a caller by number.
 
 What the sandbox does not implement (``<``/``>`` comparisons, ``-`` negation,
 other keywords) is refused with :class:`SearchSyntaxError` -- the sandbox turns
@@ -36,6 +40,7 @@ __all__ = [
 KEYWORDS: dict[str, frozenset[str]] = {
     "email": frozenset({"user"}),
     "external_id": frozenset({"user"}),
+    "phone": frozenset({"user"}),
     "requester": frozenset({"ticket"}),
     "status": frozenset({"ticket"}),
 }
@@ -52,6 +57,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _WORD_SPLIT = re.compile(r"[^\w@.+-]+")
+_NON_DIGITS = re.compile(r"\D")
 
 
 class SearchSyntaxError(ValueError):
@@ -138,6 +144,7 @@ class SearchIndex:
 
     _by_email: dict[str, set[int]] = field(default_factory=dict)
     _external_id: dict[int, str] = field(default_factory=dict)
+    _phone_digits: dict[int, str] = field(default_factory=dict)
     _by_requester: dict[int, set[int]] = field(default_factory=dict)
     _status: dict[int, str] = field(default_factory=dict)
     _words: dict[str, dict[int, tuple[str, ...]]] = field(
@@ -150,6 +157,11 @@ class SearchIndex:
         self._by_email.setdefault((email or "").strip().lower(), set()).add(uid)
         if user.get("external_id"):
             self._external_id[uid] = user["external_id"]
+        # Indexing a user again (a sandbox mutation) replaces what it held.
+        if digits := _NON_DIGITS.sub("", user.get("phone") or ""):
+            self._phone_digits[uid] = digits
+        else:
+            self._phone_digits.pop(uid, None)
         self._words["user"][uid] = words_of(user.get("name"), email, user.get("phone"))
 
     def add_ticket(self, ticket: Mapping[str, Any]) -> None:
@@ -166,6 +178,8 @@ class SearchIndex:
         ids: Iterable[int] = self._words[kind]
         if "email" in q.filters:
             ids = {u for v in q.filters["email"] for u in self._by_email.get(v.lower(), ())}
+        if "phone" in q.filters:
+            ids = [u for u in ids if self._phone_matches(u, q.filters["phone"])]
         if "external_id" in q.filters:
             wanted = set(q.filters["external_id"])
             ids = [u for u in ids if self._external_id.get(u) in wanted]
@@ -179,6 +193,16 @@ class SearchIndex:
             statuses = {v.lower() for v in q.filters["status"]}
             ids = [t for t in ids if self._status[t] in statuses]
         return sorted(i for i in ids if self._text_matches(kind, i, q))
+
+    def _phone_matches(self, uid: int, values: Iterable[str]) -> bool:
+        stored = self._phone_digits.get(uid)
+        if stored is None:
+            return False
+        for value in values:
+            digits = _NON_DIGITS.sub("", value)
+            if digits and (stored.endswith(digits) if value.startswith("*") else stored == digits):
+                return True
+        return False
 
     def _requesters(self, values: Iterable[str]) -> set[int]:
         out: set[int] = set()

@@ -6,12 +6,13 @@ Settings:
 * ``credentials``: ``email`` + ``token`` (API token, sent as Basic
   ``{email}/token:{token}``), or ``oauth_token`` (sent as Bearer).
 * ``options`` (all optional): ``emails_per_search`` (default 50, at most 100),
-  ``requesters_per_search`` (default 20, at most 100), ``per_page`` (default
-  100, Zendesk's maximum page size).
+  ``phones_per_search`` (default 50, at most 100), ``requesters_per_search``
+  (default 20, at most 100), ``per_page`` (default 100, Zendesk's maximum
+  page size).
 
 Zendesk's search language ORs repeated values of one keyword
 (``type:user email:a@x email:b@y``), so one search call answers a whole chunk
-of emails or requesters. Search stops at a 1,000-result window (page 11 at 100
+of emails, phones or requesters. Search stops at a 1,000-result window (page 11 at 100
 per page is a 422); a chunk of requesters whose tickets overflow it is split,
 and a single requester with more than 1,000 tickets is read through
 ``users/{id}/tickets/requested.json`` with cursor pagination, which has no
@@ -22,30 +23,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import httpx
+import phonenumbers
 
 from connectors.sdk import (
     ConfigurationError,
     ConnectorSettings,
     CursorPaginator,
-    ErrorPolicy,
-    PageRequest,
     Person,
     Ticket,
     TicketingConnector,
-    UpstreamProtocolError,
     gather_chunks,
     normalize_email,
+    normalize_phone,
 )
 from connectors.sdk.http import RequestObserver
 from connectors.zendesk import mapping
+from connectors.zendesk._http import SameOriginNextPage, ZendeskAuth, ZendeskErrorPolicy
 
 __all__ = ["ZendeskConnector", "ZendeskErrorPolicy"]
 
@@ -56,83 +55,9 @@ SEARCH_WINDOW = 1000
 SHOW_MANY_LIMIT = 100
 #: Bound on one requester's cursor walk, so a looping cursor cannot pin a request.
 REQUESTED_TICKETS_MAX = 10_000
-
-
-class ZendeskErrorPolicy(ErrorPolicy):
-    """Reads Zendesk's error bodies for logs.
-
-    Shapes seen: ``{"error": "RecordNotFound", "description": "Not found"}``,
-    ``{"error": "Couldn't authenticate you"}``, ``{"error": {"title", "message"}}``
-    and the newer ``{"errors": [{"code", "title", "detail"}]}``; ``details`` may
-    carry per-field messages.
-    """
-
-    def vendor_detail(self, response: httpx.Response) -> str | None:
-        try:
-            body = response.json()
-        except ValueError:
-            return super().vendor_detail(response)
-        return _describe(body) or super().vendor_detail(response)
-
-
-def _describe(body: Any) -> str | None:
-    if not isinstance(body, Mapping):
-        return None
-    parts: list[str] = []
-    error = body.get("error")
-    if isinstance(error, str):
-        parts.append(error)
-    elif isinstance(error, Mapping):
-        parts.extend(str(error[k]) for k in ("title", "message") if error.get(k))
-    if isinstance(body.get("description"), str):
-        parts.append(body["description"])
-    errors = body.get("errors")
-    if isinstance(errors, list):
-        for item in errors:
-            if isinstance(item, Mapping):
-                parts.extend(str(item[k]) for k in ("code", "title", "detail") if item.get(k))
-    if body.get("details"):
-        parts.append(json.dumps(body["details"], default=str, sort_keys=True))
-    return ": ".join(parts)[:500] or None
-
-
-class _ZendeskAuth(httpx.Auth):
-    def __init__(self, scheme: str, secret: str) -> None:
-        self._scheme = scheme
-        self._header = f"{scheme} {secret}"
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
-
-    def __repr__(self) -> str:  # never print the secret
-        return f"_ZendeskAuth({self._scheme}, ***)"
-
-
-@dataclass(frozen=True, slots=True)
-class _SameOriginNextPage:
-    """Follow Zendesk's absolute ``next_page`` URL, but only back to the same
-    Zendesk: the client attaches credentials to every request it sends."""
-
-    base: httpx.URL
-
-    def next(self, body: Any, current: PageRequest) -> PageRequest | None:
-        nxt = mapping.next_page_of(body)
-        if nxt is None:
-            return None
-        url = httpx.URL(nxt)
-        same = (url.scheme, url.host, url.port) == (
-            self.base.scheme,
-            self.base.host,
-            self.base.port,
-        )
-        if not same or not url.path.startswith(self.base.path):
-            raise UpstreamProtocolError(
-                "zendesk pointed next_page outside the configured base URL",
-                source=mapping.SOURCE,
-                vendor_detail=nxt[:200],
-            )
-        return PageRequest(nxt, None)
+#: The system whose record ids users carry in ``external_id`` (the mapping
+#: reads it as a ``salesforce`` link).
+LINKED_SYSTEM = "salesforce"
 
 
 def _option(settings: ConnectorSettings, name: str, default: int, high: int) -> int:
@@ -153,6 +78,7 @@ class ZendeskConnector(TicketingConnector):
     name = "zendesk"
     error_policy = ZendeskErrorPolicy
     email_batch_size = 50  # the default of the emails_per_search option
+    phone_batch_size: ClassVar[int] = 50  # the default of the phones_per_search option
 
     def __init__(
         self,
@@ -163,20 +89,21 @@ class ZendeskConnector(TicketingConnector):
     ) -> None:
         # Validated before the base class opens an HTTP client that would leak.
         self._emails_per_search = _option(settings, "emails_per_search", 50, 100)
+        self._phones_per_search = _option(settings, "phones_per_search", 50, 100)
         self._requesters_per_search = _option(settings, "requesters_per_search", 20, 100)
         self._per_page = _option(settings, "per_page", 100, 100)
         super().__init__(settings, transport=transport, observer=observer)
         self._base_url = settings.base_url.rstrip("/")
-        self._next_page = _SameOriginNextPage(self.http.base_url)
+        self._next_page = SameOriginNextPage(self.http.base_url)
 
     def auth(self) -> httpx.Auth:
         oauth = self.settings.credentials.get("oauth_token")
         if oauth:
-            return _ZendeskAuth("Bearer", oauth)
+            return ZendeskAuth("Bearer", oauth)
         email = self.settings.credential("email", self.name)
         token = self.settings.credential("token", self.name)
         basic = base64.b64encode(f"{email}/token:{token}".encode()).decode("ascii")
-        return _ZendeskAuth("Basic", basic)
+        return ZendeskAuth("Basic", basic)
 
     # ------------------------------------------------------------ requesters
     async def requesters_by_email(self, emails: Sequence[str]) -> Mapping[str, Sequence[Person]]:
@@ -198,6 +125,60 @@ class ZendeskConnector(TicketingConnector):
                     if key is not None and key in wanted:
                         found.setdefault(key, {})[person.id] = person
         return {key: list(people.values()) for key, people in found.items()}
+
+    async def requesters_by_phone(self, phones: Sequence[str]) -> Mapping[str, Sequence[Person]]:
+        """``GET /api/v2/search.json?query=type:user phone:*4155550123 phone:*…``,
+        one call per ``phones_per_search`` numbers.
+
+        Keys must be E.164; anything else is never sent. Zendesk wants the
+        number's digits without ``+``, and a leading ``*`` to match them in
+        any stored format; each user is then keyed by their own phone
+        normalized, so a number that merely ends the same way answers nothing.
+        """
+        wanted = [p for p in dict.fromkeys(phones) if normalize_phone(p) == p]
+        return await gather_chunks(wanted, self._phones_per_search, self._users_by_phone)
+
+    async def _users_by_phone(self, chunk: Sequence[str]) -> dict[str, list[Person]]:
+        digits = dict.fromkeys(
+            str(phonenumbers.parse(phone, None).national_number) for phone in chunk
+        )
+        query = "type:user " + " ".join(f"phone:*{d}" for d in digits)
+        wanted = set(chunk)
+        found: dict[str, dict[str, Person]] = {}
+        async with aclosing(self._search(query, "requesters_by_phone")) as pages:
+            async for body in pages:
+                for user in mapping.search_results(body, "user"):
+                    person = mapping.person_from_user(user, base_url=self._base_url)
+                    key = normalize_phone(person.phone)
+                    if key is not None and key in wanted:
+                        found.setdefault(key, {})[person.id] = person
+        return {key: list(people.values()) for key, people in found.items()}
+
+    async def people_linked_to(self, keys: Sequence[str]) -> Mapping[str, Sequence[Any]]:
+        """Users whose ``external_id`` names a CRM record, keyed ``"salesforce:<id>"``:
+        ``GET /api/v2/users/show_many.json?external_ids=…``, up to 100 per call."""
+        prefix = f"{LINKED_SYSTEM}:"
+        wanted = [
+            k.removeprefix(prefix)
+            for k in keys
+            if k.startswith(prefix) and k != prefix and "," not in k
+        ]
+        return await gather_chunks(wanted, SHOW_MANY_LIMIT, self._users_by_external_id)
+
+    async def _users_by_external_id(self, chunk: Sequence[str]) -> dict[str, list[Person]]:
+        body = await self.http.get_json(
+            "/api/v2/users/show_many.json",
+            operation="people_linked_to",
+            params={"external_ids": ",".join(chunk)},
+        )
+        wanted = set(chunk)
+        found: dict[str, list[Person]] = {}
+        for user in mapping.items_of(body, "users"):
+            person = mapping.person_from_user(user, base_url=self._base_url)
+            target = person.links.get(LINKED_SYSTEM)
+            if target is not None and target in wanted:
+                found.setdefault(f"{LINKED_SYSTEM}:{target}", []).append(person)
+        return found
 
     async def requesters_by_id(self, ids: Sequence[str]) -> Mapping[str, Person]:
         """``GET /api/v2/users/show_many.json?ids=1,2,…``, up to 100 ids per call."""

@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, Endpoint, SandboxState, vendor_route
 from connectors.sdk.sandbox import vendor_app as _vendor_app
 from connectors.sdk.world import EPOCH, World
+from connectors.zendesk import webhook
 from connectors.zendesk._search import SearchIndex, SearchSyntaxError, parse_query
 
 __all__ = ["MAX_PER_PAGE", "RATE_LIMIT", "SEARCH_WINDOW", "create_app"]
@@ -262,6 +263,7 @@ def _ids_param(request: Request, names: tuple[str, ...]) -> list[str] | Response
 
 def create_app(state: SandboxState) -> Starlette:
     index = _Index.build(state.world)
+    state.mutations.register("zendesk", webhook.sandbox_mutator(index), webhook.encode)
     gate = _Gate(SANDBOX_CREDENTIALS["zendesk"])
 
     async def search(request: Request) -> Response:

@@ -1,0 +1,366 @@
+"""Live invalidation: vendor webhooks evict exactly the cached answers they spoil,
+here and -- over Redis pub/sub -- in every other gateway process.
+
+Routes (:func:`webhook_routes`)::
+
+    POST /webhooks/{connector}            signed deliveries (Stripe, Zendesk) or the
+                                          X-C360-Webhook-Secret header (Salesforce)
+    POST /webhooks/{connector}/{secret}   the secret as the last URL segment (Mailchimp)
+    GET  /webhooks/{connector}/{secret}   Mailchimp's check of a newly saved URL
+
+A connector receives webhooks once its config names a secret, and its
+package has a ``webhook`` module (:mod:`connectors.sdk.webhooks`)::
+
+    connectors:
+      stripe:
+        webhook_secret: env:STRIPE_WEBHOOK_SECRET    # or file:PATH; 16+ characters
+    webhooks:                                        # optional
+      redis_url: redis://cache:6379/0                # default: --redis-url, then cache.redis_url
+      channel: c360:invalidate
+      max_body_bytes: 65536
+
+Answers are JSON: 200 ``{"received": true, "evicted": n}``; 400 a payload that
+cannot be read; 401 not authentic (bad or missing signature or secret, stale
+timestamp); 404 no webhook at that URL; 413 too large; 503 the eviction or
+its broadcast failed, so the vendor should retry. Errors never echo a secret.
+
+After the local eviction each ``(connector, method)`` is published as
+``{"source", "method", "keys", "origin"}``; every process subscribes and
+evicts the same keys from its own store (a no-op for keys already gone).
+Pub/sub delivers at most once: a process cut off from Redis misses what was
+published meanwhile and keeps those in-memory copies until their TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis, Sentinel
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from connectors.sdk.webhooks import SECRET_HEADER, Invalidation, WebhookHandler, WebhookRejected
+from gateway._cache_policy import cache_settings
+from gateway._stores import _cluster_flag, _sentinel_client
+from gateway.cache import CacheLayer
+from gateway.config import ConfigError, ConnectorConfig, Settings, resolve_secret
+
+__all__ = ["CHANNEL", "Invalidator", "WebhookSettings", "load_handler", "webhook_routes",
+           "webhook_settings"]  # fmt: skip
+
+CHANNEL = "c360:invalidate"
+log = logging.getLogger("c360.webhooks")
+_FAILURES = (redis_errors.RedisError, OSError)
+_MAX_KEYS = 10_000  # per received message: a bound on what one message can make us do
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    redis_url: str | None = None
+    channel: str = CHANNEL
+    max_body_bytes: int = 64 * 1024
+
+
+def webhook_settings(settings: Settings, *, redis_url: str | None = None) -> WebhookSettings:
+    """The ``webhooks:`` section; its ``redis_url`` wins, then ``redis_url``, then the cache's."""
+    raw = settings.raw.get("webhooks") or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("webhooks must be a mapping")
+    url = raw.get("redis_url")
+    if isinstance(url, str) and url.startswith(("env:", "file:")):
+        url = resolve_secret(url, where="webhooks.redis_url")
+    if url is not None and not isinstance(url, str):
+        raise ConfigError("webhooks.redis_url must be a string")
+    channel = raw.get("channel", CHANNEL)
+    limit = raw.get("max_body_bytes", 64 * 1024)
+    if not isinstance(channel, str) or not channel:
+        raise ConfigError("webhooks.channel must be a non-empty string")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10 * 2**20:
+        raise ConfigError("webhooks.max_body_bytes must be an integer from 1 to 10 MiB")
+    url = url or redis_url or cache_settings(settings).redis_url
+    return WebhookSettings(redis_url=url or None, channel=channel, max_body_bytes=limit)
+
+
+def _redis(url: str, **options: Any) -> tuple[Redis, Sentinel | None]:
+    scheme = url.partition("://")[0]
+    try:
+        if scheme in ("redis+sentinel", "rediss+sentinel"):
+            return _sentinel_client(url, options)
+        # Cluster nodes pass PUBLISH on to every node: any one node serves pub/sub.
+        plain, _ = _cluster_flag(url)
+        return Redis.from_url(plain, **options), None
+    except ValueError as exc:
+        raise ConfigError(f"webhooks.redis_url is not a usable Redis URL: {exc}") from exc
+
+
+async def _close(client: Redis, sentinel: Sentinel | None) -> None:
+    await client.aclose()
+    if sentinel is not None:
+        await sentinel.aclose()
+
+
+class Invalidator:
+    """Evicts locally and broadcasts; a subscriber task applies the others' broadcasts.
+
+    ``cache`` may be a zero-argument callable, called on first use: the
+    gateway builds its cache inside the serving loop. Without ``redis_url``
+    evictions stay in this process.
+    """
+
+    def __init__(
+        self,
+        cache: CacheLayer | Callable[[], CacheLayer],
+        redis_url: str | None = None,
+        *,
+        channel: str = CHANNEL,
+        timeout: float = 0.5,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self._cache = cache
+        self._url = redis_url
+        self._channel = channel
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._origin = secrets.token_hex(8)  # to skip our own broadcasts
+        self._publisher: tuple[Redis, Sentinel | None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    @property
+    def cache(self) -> CacheLayer:
+        if not isinstance(self._cache, CacheLayer):
+            self._cache = self._cache()
+        return self._cache
+
+    async def start(self) -> None:
+        """Connect and subscribe; waits up to ``connect_timeout`` for the subscription,
+        then carries on (retrying in the background) rather than fail the gateway."""
+        if self._url is None or self._listener is not None:
+            return
+        self._publisher = _redis(
+            self._url,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+            retry=Retry(NoBackoff(), 0),
+            client_name="c360-invalidate-pub",
+        )
+        self._listener = asyncio.create_task(self._listen(), name="c360-invalidation-listener")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout):
+                await self.subscribed.wait()
+        if not self.subscribed.is_set():
+            log.warning("invalidation channel not subscribed yet; retrying in the background")
+
+    async def invalidate(self, source: str, invalidations: Iterable[Invalidation]) -> bool:
+        """Evict here, then broadcast; False if either did not happen for some key."""
+        by_method: dict[str, list[str]] = {}
+        for item in invalidations:
+            by_method.setdefault(item.method, []).append(item.key)
+        ok = True
+        for method, keys in by_method.items():
+            ok = await self.cache.evict(source, method, keys) and ok
+            ok = await self.publish(source, method, keys) and ok
+        return ok
+
+    async def publish(self, source: str, method: str, keys: list[str]) -> bool:
+        """Tell every other process to evict; True when there is no one to tell."""
+        if self._url is None:
+            return True
+        if self._publisher is None:
+            return False
+        message = {"source": source, "method": method, "keys": keys, "origin": self._origin}
+        try:
+            await self._publisher[0].publish(self._channel, json.dumps(message))
+        except _FAILURES as exc:
+            log.warning("invalidation of %s.%s not published: %s", source, method, exc)
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await _close(*publisher)
+
+    async def _subscribe(self) -> tuple[Redis, Sentinel | None, PubSub]:
+        assert self._url is not None
+        client, sentinel = _redis(
+            self._url,
+            socket_connect_timeout=self._connect_timeout,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            client_name="c360-invalidate-sub",
+        )
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel)
+        except BaseException:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await _close(client, sentinel)
+            raise
+        return client, sentinel, pubsub
+
+    async def _listen(self) -> None:
+        while True:
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(_FAILURES),
+                wait=wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.05),
+                before_sleep=_retrying,
+            )
+            subscription: tuple[Redis, Sentinel | None, PubSub] = await retrying(self._subscribe)
+            client, sentinel, pubsub = subscription
+            self.subscribed.set()
+            try:
+                async for message in pubsub.listen():
+                    await self._apply(message)
+            except _FAILURES as exc:
+                log.warning("invalidation channel lost (%s); resubscribing", type(exc).__name__)
+            finally:
+                self.subscribed.clear()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await _close(client, sentinel)
+
+    async def _apply(self, message: Mapping[str, Any]) -> None:
+        try:
+            body = json.loads(message["data"])
+            source, method, keys = body["source"], body["method"], body["keys"]
+            if not (isinstance(source, str) and isinstance(method, str)):
+                raise TypeError("source and method must be strings")
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise TypeError("keys must be a list of strings")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignored an invalidation message: %s", exc)
+            return
+        if body.get("origin") != self._origin:
+            await self.cache.evict(source, method, keys[:_MAX_KEYS])
+
+
+def _retrying(state: RetryCallState) -> None:
+    outcome = state.outcome.exception() if state.outcome else None
+    log.warning("invalidation channel: cannot subscribe (%s); retrying", type(outcome).__name__)
+
+
+def load_handler(kind: str) -> WebhookHandler | None:
+    """``handler`` of the ``webhook`` module next to connector type ``kind``; None if none."""
+    found = [ep for ep in entry_points(group="c360.connectors") if ep.name == kind]
+    module_name = found[0].module if found else f"connectors.{kind}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    package = module_name if hasattr(module, "__path__") else module_name.rpartition(".")[0]
+    try:
+        webhook = importlib.import_module(f"{package}.webhook")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{package}.webhook":
+            return None
+        raise
+    handler = getattr(webhook, "handler", None)
+    return handler if isinstance(handler, WebhookHandler) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hook:
+    handler: WebhookHandler
+    secret: str
+
+
+def _hooks(connectors: Iterable[ConnectorConfig]) -> dict[str, _Hook]:
+    hooks: dict[str, _Hook] = {}
+    for config in connectors:
+        reference = config.raw.get("webhook_secret")
+        if reference is None:
+            continue
+        where = f"connectors.{config.name}.webhook_secret"
+        secret = resolve_secret(str(reference), where=where)
+        if len(secret) < 16:
+            raise ConfigError(f"{where} must be at least 16 characters")
+        handler = load_handler(config.kind)
+        if handler is None:
+            raise ConfigError(f"{where}: connector type {config.kind!r} has no webhook handler")
+        hooks[config.name] = _Hook(handler, secret)
+    return hooks
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def webhook_routes(
+    invalidator: Invalidator,
+    connectors: Iterable[ConnectorConfig],
+    *,
+    max_body_bytes: int = 64 * 1024,
+    clock: Callable[[], float] = time.time,
+) -> list[Route]:
+    """The webhook routes of every connector whose config names a ``webhook_secret``.
+
+    Secrets are read now: a missing one is a :class:`ConfigError` at startup.
+    """
+    hooks = _hooks(connectors)
+
+    async def receive(request: Request) -> Response:
+        name = request.path_params["connector"]
+        in_url = request.path_params.get("secret")
+        hook = hooks.get(name)
+        if hook is None or (in_url is not None and not hook.handler.url_secret):
+            return _error(404, "unknown_webhook", "no webhook is configured at this URL")
+        if request.method == "GET" and not hook.handler.url_secret:
+            return _error(405, "method_not_allowed", "webhooks are POSTed")
+        body = await _body(request, max_body_bytes)
+        if body is None:
+            return _error(413, "body_too_large", f"the body exceeds {max_body_bytes} bytes")
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        if in_url is not None:
+            headers[SECRET_HEADER.lower()] = in_url
+        try:
+            hook.handler.verify(headers, body, hook.secret, clock())
+            if request.method == "GET":
+                return JSONResponse({"ok": True})
+            invalidations = hook.handler.invalidations(headers, body)
+        except WebhookRejected as exc:
+            log.warning("webhook for %s refused: %s", name, exc.reason)
+            return _error(exc.status, exc.reason, str(exc))
+        if not await invalidator.invalidate(name, invalidations):
+            return _error(503, "invalidation_failed", "the cache did not take the eviction; retry")
+        return JSONResponse({"received": True, "evicted": len(invalidations)})
+
+    methods = ["GET", "POST"]
+    return [
+        Route("/webhooks/{connector}", receive, methods=methods),
+        Route("/webhooks/{connector}/{secret}", receive, methods=methods),
+    ]
