@@ -86,5 +86,7 @@ class Context:
     request_id: str | None = None
     # PII fields shown per customer id, for the audit trail.
     pii_reads: dict[str, set[str]] = field(default_factory=dict)
+    # Where stale cached values ended up: (source, operation, key) -> field path.
+    stale_paths: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     response: Any = None
     memo: dict[Hashable, Any] = field(default_factory=dict)

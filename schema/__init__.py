@@ -8,6 +8,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from schema.customer import Customer
 from schema.extensions import HardeningLimits, hardening_extensions
+from schema.extensions.stale import StaleNotes
 from schema.query import Query, SystemRefInput
 
 __all__ = ["Customer", "Query", "SystemRefInput", "build_schema"]
@@ -24,6 +25,7 @@ def build_schema(
             *hardening_extensions(limits or HardeningLimits(), hardened=hardened),
             # Clients send the same few documents again and again; parsing and
             # validating them was most of the gateway's CPU per request.
+            StaleNotes,
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
         ],

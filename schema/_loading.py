@@ -22,9 +22,15 @@ Ctx = Info[Context, None]
 
 async def load(info: Ctx, connector: Connector, method: str, key: str) -> Any:
     try:
-        return await info.context.loaders.load(connector, method, key)
+        found = await info.context.loaders.load(connector, method, key)
     except UpstreamError as exc:
         raise upstream_error(exc) from exc
+    if info.context.loaders.scope.stale:
+        # Served from a stale cache entry? Name the field it ended up in.
+        for note in info.context.loaders.scope.stale:
+            if (note.source, note.operation, note.key) == (connector.name, method, key):
+                info.context.stale_paths[(connector.name, method, key)] = info.path.as_list()
+    return found
 
 
 async def gather_loads(info: Ctx, calls: Iterable[tuple[Connector, str, str]]) -> list[Any]:

@@ -104,7 +104,9 @@ def gateway_config(
     # The cache stays off unless a test asks for it: most tests count upstream calls.
     # Without an auth section the gateway runs in its explicit insecure dev mode.
     document: dict[str, object] = {
-        "gateway": {"max_customers": 200, "insecure_no_auth": auth is None},
+        # One shared test principal makes many requests: no per-principal limit
+        # unless a test asks for one.
+        "gateway": {"max_customers": 200, "insecure_no_auth": auth is None, "rate_limit": False},
         "connectors": connectors,
         "cache": dict(cache) if cache is not None else {"enabled": False},
         "audit": {"sink": "file", "path": str((audit_dir or directory) / "audit.jsonl")},
