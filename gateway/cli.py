@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -95,7 +96,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     sandbox_url = f"http://{args.host}:{args.sandbox_port}"
     issuer_url = f"http://{args.host}:{args.issuer_port}"
     issuer = DevIssuer(issuer_url)
-    settings = sandbox_settings(sandbox_url)
+    gateway_url = f"http://{args.host}:{args.port}"
+    # The sandbox's /_sandbox/mutate delivers signed webhooks to this gateway,
+    # so live invalidation can be tried end to end.
+    secrets_by_vendor = {v: secrets.token_urlsafe(24) for v in SANDBOX_VENDORS}
+    for vendor, secret in secrets_by_vendor.items():
+        os.environ[f"C360_DEMO_WEBHOOK_SECRET_{vendor.upper()}"] = secret
+    state.mutations.set_webhooks(
+        {
+            vendor: {
+                "url": f"{gateway_url}/webhooks/{vendor}"
+                + (f"/{secret}" if vendor == "mailchimp" else ""),
+                "secret": secret,
+            }
+            for vendor, secret in secrets_by_vendor.items()
+        }
+    )
+    settings = sandbox_settings(
+        sandbox_url,
+        webhook_secrets={v: f"env:C360_DEMO_WEBHOOK_SECRET_{v.upper()}" for v in SANDBOX_VENDORS},
+    )
     gateway_app = create_app(
         settings,
         redis_url=args.redis_url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from connectors.sdk import ConnectorSettings
@@ -21,6 +22,7 @@ _DEMO_ID_KEY = hashlib.sha256(b"c360 demo customer ids").digest()
 def sandbox_settings(
     sandbox_url: str,
     *,
+    webhook_secrets: Mapping[str, str] | None = None,
     transport: TransportName = "aiohttp",
     graphiql: bool = True,
     timeout: float = 10.0,
@@ -34,7 +36,14 @@ def sandbox_settings(
                 kind=vendor,
                 # The sandboxes publish no rate limits; the vendors' own
                 # client-side limits would only slow the demo and benchmarks.
-                raw={"resilience": {"rate_limit": False}},
+                raw={
+                    "resilience": {"rate_limit": False},
+                    **(
+                        {"webhook_secret": webhook_secrets[vendor]}
+                        if webhook_secrets and vendor in webhook_secrets
+                        else {}
+                    ),
+                },
                 settings=ConnectorSettings(
                     base_url=f"{base}/{vendor}",
                     credentials=SANDBOX_CREDENTIALS[vendor],
