@@ -13,14 +13,16 @@ import httpx
 from connectors.salesforce import mapping
 from connectors.sdk import (
     ConfigurationError,
+    ConnectorSettings,
     ErrorPolicy,
+    OAuth2ClientCredentials,
     PageRequest,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRateLimited,
 )
 
-__all__ = ["NextRecords", "Options", "SalesforceErrorPolicy", "read_options"]
+__all__ = ["NextRecords", "Options", "SalesforceErrorPolicy", "client_credentials", "read_options"]
 
 _VERSION = re.compile(r"v?(\d{2,3}\.\d)")
 
@@ -31,6 +33,7 @@ class Options:
     query_batch_size: int | None
     emails_per_query: int
     phones_per_search: int
+    token_lifetime: int | None
 
 
 def _int_option(options: Mapping[str, Any], name: str, low: int, high: int) -> int | None:
@@ -55,6 +58,39 @@ def read_options(options: Mapping[str, Any], *, emails: int, phones: int) -> Opt
         query_batch_size=_int_option(options, "query_batch_size", 200, 2000),
         emails_per_query=_int_option(options, "emails_per_query", 1, 500) or emails,
         phones_per_search=_int_option(options, "phones_per_search", 1, 200) or phones,
+        token_lifetime=_int_option(options, "token_lifetime", 60, 86_400),
+    )
+
+
+def client_credentials(
+    settings: ConnectorSettings, options: Options
+) -> OAuth2ClientCredentials | None:
+    """The connected app's client credentials flow, when ``client_id`` and
+    ``client_secret`` are configured and no static ``token`` is; ``None`` means
+    "use the static token"."""
+    credentials = settings.credentials
+    client_id, secret = credentials.get("client_id"), credentials.get("client_secret")
+    # An explicit token wins: configs that carry every sandbox credential (the
+    # demo, the contract kit, the benchmarks) keep their exact call counts.
+    if credentials.get("token") or (not client_id and not secret):
+        return None
+    if not client_id or not secret:
+        raise ConfigurationError("salesforce needs both 'client_id' and 'client_secret'")
+    token_url = (
+        credentials.get("token_url")
+        or settings.options.get("token_url")
+        or f"{settings.base_url.rstrip('/')}/services/oauth2/token"
+    )
+    # Salesforce's token answer has no expires_in (the session timeout is an
+    # org setting): keep a token this long, and refresh early on a 401.
+    lifetime = options.token_lifetime or 3600
+    return OAuth2ClientCredentials(
+        str(token_url),
+        client_id,
+        secret,
+        auth_method="post",
+        source=mapping.SOURCE,
+        default_lifetime=float(lifetime),
     )
 
 

@@ -1,8 +1,12 @@
 """The Salesforce CRM connector (REST API).
 
 Settings: ``base_url`` is the org's instance URL (``https://acme.my.salesforce.com``);
-``credentials["token"]`` an OAuth access token sent as ``Authorization: Bearer``.
-Options:
+``credentials["token"]`` an OAuth access token sent as ``Authorization: Bearer``,
+or, when no token is given, ``credentials["client_id"]`` and ``["client_secret"]``
+of a connected app, for which the connector fetches and refreshes tokens itself (OAuth 2.0 client
+credentials flow, see :class:`~connectors.sdk.auth.OAuth2ClientCredentials`)
+from ``token_url`` (credential or option; default
+``{base_url}/services/oauth2/token``). Options:
 
 * ``api_version`` -- REST API version, default ``"61.0"``;
 * ``query_batch_size`` -- records per SOQL page (200-2,000), sent as
@@ -12,7 +16,10 @@ Options:
   because Salesforce refuses a URI plus headers over 16,384 bytes;
 * ``phones_per_search`` -- phone numbers ORed into one SOSL search (1-200,
   default 100); 200 of the longest numbers still fit the 4,000 characters
-  past which Salesforce drops a search's operators.
+  past which Salesforce drops a search's operators;
+* ``token_lifetime`` -- seconds a client-credentials token is kept (60-86,400,
+  default 3,600): Salesforce's token answer carries no expiry, so a token the
+  org's session timeout ends sooner is replaced on its first 401.
 
 Reads: SOQL ``GET …/query`` (following ``nextRecordsUrl``) for lookups by
 email, the account hierarchy, contacts and opportunities of accounts and the
@@ -31,7 +38,12 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 
 from connectors.salesforce import mapping
-from connectors.salesforce._client import NextRecords, SalesforceErrorPolicy, read_options
+from connectors.salesforce._client import (
+    NextRecords,
+    SalesforceErrorPolicy,
+    client_credentials,
+    read_options,
+)
 from connectors.salesforce._soql import in_list, is_record_id, pack, quote, select
 from connectors.salesforce._sosl import MAX_OFFSET, MAX_ROWS, phone_term, search_text
 from connectors.sdk import (
@@ -108,6 +120,9 @@ class SalesforceConnector(CrmConnector):
         super().__init__(settings, transport=transport, observer=observer)
         self._api = f"/services/data/v{self.options.api_version}"
         self._instance_url = settings.base_url.rstrip("/")
+
+    def auth(self) -> httpx.Auth | None:
+        return client_credentials(self.settings, self.options) or super().auth()
 
     def default_headers(self) -> Mapping[str, str]:
         headers = dict(super().default_headers())

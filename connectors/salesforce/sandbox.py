@@ -11,10 +11,13 @@ Serves, under any well-formed version segment (``/services/data/v61.0/…``):
 * ``GET``/``POST composite/sobjects/{type}`` -- multi-id read (800 ids by GET,
   2,000 by POST), ``null`` in the position of an unknown id;
 * ``GET sobjects/{type}/{id}`` -- one record;
-* ``GET /services/data`` -- the version list.
+* ``GET /services/data`` -- the version list;
+* ``POST /services/oauth2/token`` and ``POST /services/oauth2/revoke`` -- the
+  client credentials flow for the sandbox connected app (see :mod:`._oauth`).
 
-Errors are Salesforce's ``[{"message", "errorCode"}]`` arrays; a missing or
-wrong bearer token gets 401 ``INVALID_SESSION_ID``; every API response carries
+Errors are Salesforce's ``[{"message", "errorCode"}]`` arrays; a missing,
+wrong or revoked bearer token (the static sandbox token and issued tokens are
+accepted) gets 401 ``INVALID_SESSION_ID``; every API response carries
 ``Sforce-Limit-Info: api-usage=n/15000``. ``nextRecordsUrl`` is path-only, as
 Salesforce sends it, so it never contains the mount prefix.
 """
@@ -34,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from connectors.salesforce import webhook
+from connectors.salesforce._oauth import TokenIssuer
 from connectors.salesforce._records import Org, Plan, Row, render
 from connectors.salesforce._soql import SoqlError, parse
 from connectors.salesforce._sosl_index import SearchEngine
@@ -87,10 +91,13 @@ def _batch_size(header: str | None) -> int:
     return max(_BATCH_MIN, min(_BATCH_MAX, int(match.group(1))))
 
 
-def _authorized(request: Request, token: str) -> bool:
+def _authorized(request: Request, token: str, issuer: TokenIssuer) -> bool:
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
     # Salesforce still honours the historical "OAuth <token>" scheme.
-    return scheme.lower() in ("bearer", "oauth") and credential.strip() == token
+    return scheme.lower() in ("bearer", "oauth") and (
+        credential == token or issuer.valid(credential)
+    )
 
 
 class _Cursors:
@@ -139,7 +146,9 @@ def create_app(state: SandboxState) -> Starlette:
     state.mutations.register(_VENDOR, webhook.sandbox_mutator(org), webhook.encode)
     cursors = _Cursors()
     engine = SearchEngine(org)
-    token = SANDBOX_CREDENTIALS[_VENDOR]["token"]
+    credentials = SANDBOX_CREDENTIALS[_VENDOR]
+    token = credentials["token"]
+    issuer = TokenIssuer(credentials["client_id"], credentials["client_secret"])
     served = 0
 
     def api(handler: Handler) -> Endpoint:
@@ -147,7 +156,7 @@ def create_app(state: SandboxState) -> Starlette:
             nonlocal served
             served += 1
             version = str(request.path_params.get("version", ""))
-            if not _authorized(request, token):
+            if not _authorized(request, token, issuer):
                 response = _error(401, "INVALID_SESSION_ID", "Session expired or invalid")
             elif not _VERSION.fullmatch(version):
                 response = _not_found()
@@ -266,6 +275,8 @@ def create_app(state: SandboxState) -> Starlette:
     routes = [
         vendor_route(state, _VENDOR, "/services/data", versions),
         vendor_route(state, _VENDOR, "/services/data/", versions),
+        vendor_route(state, _VENDOR, "/services/oauth2/token", issuer.token, methods=("POST",)),
+        vendor_route(state, _VENDOR, "/services/oauth2/revoke", issuer.revoke, methods=("POST",)),
         vendor_route(state, _VENDOR, f"{base}/query", api(query)),
         vendor_route(state, _VENDOR, f"{base}/query/", api(query)),
         vendor_route(state, _VENDOR, f"{base}/query/{{locator}}", api(query_more)),

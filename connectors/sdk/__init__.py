@@ -9,6 +9,7 @@ through :class:`~connectors.sdk.http.VendorClient`, raise only
 
 from __future__ import annotations
 
+from connectors.sdk.auth import OAuth2ClientCredentials
 from connectors.sdk.base import (
     BillingConnector,
     Connector,
@@ -76,6 +77,7 @@ __all__ = [
     "MarketingConnector",
     "MarketingMember",
     "NextUrlPaginator",
+    "OAuth2ClientCredentials",
     "OffsetPaginator",
     "Opportunity",
     "Organization",

@@ -209,14 +209,19 @@ class VendorClient:
             response = await self._transport.handle_async_request(request)
             return response, await _read(response)
         flow = self._auth.async_auth_flow(request)
-        request = await flow.__anext__()
-        while True:
-            response = await self._transport.handle_async_request(request)
-            body = await _read(response)
-            try:
-                request = await flow.asend(response)
-            except StopAsyncIteration:
-                return response, body
+        try:
+            request = await flow.__anext__()
+            while True:
+                response = await self._transport.handle_async_request(request)
+                body = await _read(response)
+                try:
+                    request = await flow.asend(response)
+                except StopAsyncIteration:
+                    return response, body
+        finally:
+            # A flow left suspended by a failed send may hold a lock (a token
+            # refresh in progress): close it now, not whenever it is collected.
+            await flow.aclose()
 
     async def request_json(
         self,

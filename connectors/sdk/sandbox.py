@@ -72,7 +72,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: The secrets each vendor sandbox accepts; ``c360 demo`` configures these.
 SANDBOX_CREDENTIALS: dict[str, dict[str, str]] = {
-    "salesforce": {"token": "sandbox-salesforce-token"},
+    "salesforce": {
+        "token": "sandbox-salesforce-token",
+        # The connected app's client credentials: POST /services/oauth2/token.
+        "client_id": "3MVG9c360sandboxConsumerKey",
+        "client_secret": "sandbox-salesforce-consumer-secret",
+    },
     "zendesk": {"email": "agent@c360.example", "token": "sandbox-zendesk-token"},
     "stripe": {"token": "sk_test_c360sandbox"},
     "mailchimp": {"token": "sandboxkey-us1"},

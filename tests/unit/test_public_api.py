@@ -27,6 +27,7 @@ PACKAGES = {
         "MarketingConnector",
         "MarketingMember",
         "NextUrlPaginator",
+        "OAuth2ClientCredentials",
         "OffsetPaginator",
         "Opportunity",
         "Organization",
