@@ -10,7 +10,7 @@
       max_stale: 3600     # until then a stale record is served when the upstream fails
       negative_ttl: 30    # how long "the source does not know this key" is kept (0: not)
       lock_ttl: 5         # cross-process single-flight lock, and how long peers wait on it
-      timeout: 0.25       # Redis connect and read timeout
+      timeout: 1.0        # Redis connect and read timeout (a busy event loop reads late)
       breaker: {threshold: 3, ttl: 5}
       max_entries: 100000 # bound of the in-memory store
       connectors:
@@ -83,7 +83,7 @@ class CacheSettings:
     policy: CachePolicy
     secret: bytes
     redis_url: str | None = None
-    timeout: float = 0.25
+    timeout: float = 1.0
     breaker_threshold: int = 3
     breaker_ttl: float = 5.0
     max_entries: int = 100_000
@@ -160,7 +160,7 @@ def cache_settings(settings: Settings) -> CacheSettings:
     breaker = _mapping(raw.get("breaker"), "cache.breaker")
     threshold = _number(breaker, "threshold", 3, "cache.breaker")
     breaker_ttl = _number(breaker, "ttl", 5.0, "cache.breaker")
-    timeout = _number(raw, "timeout", 0.25, "cache")
+    timeout = _number(raw, "timeout", 1.0, "cache")
     max_entries = raw.get("max_entries", 100_000)
     if not isinstance(max_entries, int) or max_entries < 1:
         raise ConfigError("cache.max_entries must be a positive integer")

@@ -165,7 +165,7 @@ class RedisStore:
         cls,
         url: str,
         *,
-        timeout: float = 0.25,
+        timeout: float = 1.0,
         breaker_threshold: int = 3,
         breaker_ttl: float = 5.0,
     ) -> RedisStore:

@@ -39,6 +39,7 @@ from connectors.sdk import (
     MarketingMember,
     Person,
     UpstreamError,
+    UpstreamTimeout,
     normalize_email,
     normalize_phone,
 )
@@ -275,10 +276,7 @@ async def resolve(
         calls = _round_calls(ctx, settings, frontier, seen)
         if not calls:
             break
-        results = await asyncio.gather(
-            *(ctx.loaders.load(c, method, key) for c, method, key, _ in calls),
-            return_exceptions=True,
-        )
+        results = await _round_results(ctx, calls)
         frontier = _Frontier()
         for (connector, _method, _key, how), result in zip(calls, results, strict=True):
             if isinstance(result, UpstreamError):
@@ -295,6 +293,38 @@ async def resolve(
             raise next(iter(profile.failures.values()))
         return None
     return profile
+
+
+#: Share of the request's remaining deadline one identity round may take. A
+#: vendor that hangs in round 1 must not eat the budget of every later hop:
+#: past its share, that system counts as timed out and resolution goes on.
+_ROUND_SHARE = 0.5
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a late failure is not an unhandled one
+
+
+async def _round_results(ctx: Context, calls: list[tuple[Connector, str, str, str]]) -> list[Any]:
+    tasks = [asyncio.ensure_future(ctx.loaders.load(c, method, key)) for c, method, key, _ in calls]
+    deadline = ctx.loaders.scope.deadline
+    budget = None
+    if deadline is not None:
+        budget = max(0.0, (deadline - asyncio.get_running_loop().time()) * _ROUND_SHARE)
+    # Not cancelled when late: DataLoader futures are shared with other
+    # customers of the request, and the resilience layer bounds the call.
+    done, _ = await asyncio.wait(tasks, timeout=budget)
+    results: list[Any] = []
+    for task, (connector, *_) in zip(tasks, calls, strict=True):
+        if task in done:
+            results.append(task.exception() or task.result())
+        else:
+            task.add_done_callback(_consume)
+            results.append(
+                UpstreamTimeout(f"{connector.name} did not answer in time", source=connector.name)
+            )
+    return results
 
 
 def _round_calls(

@@ -126,3 +126,28 @@ def test_open_breaker_makes_no_upstream_calls_until_the_probe(breaker):
             break
     assert "errors" not in body
     assert body["data"]["customer"]["subscriptions"] is not None
+
+
+def test_a_hanging_vendor_with_default_timeouts_costs_only_its_own_fields(tmp_path_factory):
+    # Default per-call timeouts (10 s) are longer than the request deadline:
+    # identity resolution must not let the hang eat every later hop's budget.
+    with sandbox_process(customers=40, seed=2) as sandbox:
+        config, env = gateway_config(
+            sandbox, tmp_path_factory.mktemp("hang"),
+            extra={"gateway": {"request_deadline": 2.0}},
+        )  # fmt: skip
+        with gateway_process(config, env) as gateway:
+            people = httpx.get(f"{sandbox}/_sandbox/customers").json()["customers"]
+            email = next(p["email"] for p in people if p["in_all"] and p["organization"])
+            _fault(sandbox, {"mailchimp": {"hang": True}})
+            try:
+                body, elapsed = _ask(gateway, email)
+            finally:
+                _fault(sandbox, {})
+    customer = body["data"]["customer"]
+    assert customer["marketing"] is None
+    assert customer["tickets"] is not None and customer["invoices"] is not None
+    assert customer["account"] is not None
+    codes = {e["path"][-1]: e["extensions"]["code"] for e in body["errors"]}
+    assert codes == {"marketing": "UPSTREAM_TIMEOUT"}
+    assert elapsed < 6
