@@ -192,7 +192,10 @@ class RedisStore:
                 return cls(client_c, breaker_threshold=breaker_threshold, breaker_ttl=breaker_ttl)
             if scheme not in ("redis", "rediss", "unix"):
                 raise ConfigError(f"cache.redis_url: unsupported scheme {scheme!r}")
-            client_r = Redis.from_url(plain_url, **options)
+            # A burst of concurrent requests needs more than redis-py's default
+            # pool of 100 (the bench's 100-request burst failed open); a
+            # ?max_connections= in the URL still wins.
+            client_r = Redis.from_url(plain_url, **{"max_connections": 1000, **options})
         except (ValueError, redis_errors.RedisClusterException) as exc:
             raise ConfigError(f"cache.redis_url is not a usable Redis URL: {exc}") from exc
         return cls(client_r, breaker_threshold=breaker_threshold, breaker_ttl=breaker_ttl)
