@@ -7,6 +7,7 @@ in a ``finally`` block (terminate, then kill after a grace period).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -15,8 +16,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,25 +118,55 @@ class Server:
     url: str
     pid: int
     name: str
+    log: Path | None = None  # the process's stderr, while it runs
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace") if self.log else ""
+        except OSError:
+            return ""
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+@dataclass
+class Launch:
+    """A server process to start: readiness is a 200 from ``ready_url``."""
+
+    argv: list[str]
+    url: str
+    ready_url: str
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_ready(launch: Launch, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+            raise RuntimeError(
+                f"{launch.name} exited with {proc.returncode}; its stderr ends:\n{_tail(log)}"
+            )
         try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
+            if httpx.get(launch.ready_url, timeout=2.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready in {timeout}s")
+    raise RuntimeError(f"{launch.name} did not become ready in {timeout}s:\n{_tail(log)}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every process first (they shut down in parallel), then reap."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -143,21 +174,43 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    _stop_all([proc])
+
+
 @contextmanager
-def _process(
-    argv: Sequence[str], ready_url: str, name: str, env: Mapping[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        list(argv),
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    try:
-        _wait_ready(ready_url, proc)
-        yield proc
-    finally:
-        _stop(proc)
+def launched(launches: Sequence[Launch], timeout: float = 90.0) -> Iterator[list[Server]]:
+    """Start every process at once (startup overlaps), wait until all are ready.
+
+    stderr goes to a log file per process (the gateway logs a traceback per
+    failed upstream call, which the fault benchmarks cause by the hundred);
+    its tail is shown when a process fails to start.
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="c360-bench-logs-") as logs:
+        try:
+            paths = []
+            for i, launch in enumerate(launches):
+                path = Path(logs) / f"{i}.log"
+                paths.append(path)
+                with path.open("wb") as err:
+                    procs.append(
+                        subprocess.Popen(
+                            launch.argv,
+                            env={**os.environ, **launch.env},
+                            stdout=subprocess.DEVNULL,
+                            stderr=err,
+                            cwd=REPO,
+                        )
+                    )
+            for launch, proc, path in zip(launches, procs, paths, strict=True):
+                _wait_ready(launch, proc, path, timeout)
+            yield [
+                Server(launch.url, proc.pid, launch.name, path)
+                for launch, proc, path in zip(launches, procs, paths, strict=True)
+            ]
+        finally:
+            _stop_all(procs)
 
 
 def c360_argv(*args: str) -> list[str]:
@@ -165,29 +218,77 @@ def c360_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", *args]
 
 
-@contextmanager
-def sandbox(latency_ms: float = 0.0, customers: int = 1000, seed: int = 42) -> Iterator[Server]:
+def sandbox_launch(latency_ms: float = 0.0, customers: int = 1000, seed: int = 42) -> Launch:
     port = free_port()
     url = f"http://{HOST}:{port}"
     argv = c360_argv(
-        "sandbox",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--customers",
-        str(customers),
-        "--seed",
-        str(seed),
-        "--latency-ms",
-        str(latency_ms),
-    )
-    with _process(argv, f"{url}/_sandbox/stats", "sandbox") as proc:
-        yield Server(url, proc.pid, f"sandbox latency={latency_ms:g}ms")
+        "sandbox", "--host", HOST, "--port", str(port), "--customers", str(customers),
+        "--seed", str(seed), "--latency-ms", str(latency_ms),
+    )  # fmt: skip
+    return Launch(argv, url, f"{url}/_sandbox/stats", f"sandbox latency={latency_ms:g}ms")
 
 
-def write_gateway_config(sandbox_url: str, directory: Path) -> tuple[Path, dict[str, str]]:
-    """A config pointing every connector at the sandbox; secrets as env: references."""
+@contextmanager
+def sandbox(latency_ms: float = 0.0, customers: int = 1000, seed: int = 42) -> Iterator[Server]:
+    with launched([sandbox_launch(latency_ms, customers, seed)]) as (server,):
+        yield server
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """What differs between the gateways the benchmarks start.
+
+    ``issuer_url`` None means ``gateway.insecure_no_auth`` (say so in the report);
+    ``cache`` is ``"off"``, ``"memory"`` or ``"redis"`` (then ``redis_url``).
+    """
+
+    issuer_url: str | None = None
+    cache: str = "off"
+    redis_url: str | None = None
+    max_rounds: int | None = None  # identity.max_rounds; None = the default (3)
+    request_deadline: float | None = None  # gateway.request_deadline; None = default
+    breaker_failures: int | None = None  # every connector's resilience.breaker.failures
+    cache_timeout: float | None = None  # cache.timeout (Redis connect/read); default 0.25 s
+    workers: int = 1
+    transport: str = "aiohttp"
+
+    @property
+    def label(self) -> str:
+        parts = [f"gateway {self.transport} x{self.workers}"]
+        if self.cache != "off":
+            parts.append(f"cache {self.cache}")
+        if self.cache_timeout is not None:
+            parts.append(f"cache.timeout {self.cache_timeout:g} s")
+        if self.max_rounds is not None:
+            parts.append(f"identity.max_rounds {self.max_rounds}")
+        if self.request_deadline is not None:
+            parts.append(f"deadline {self.request_deadline:g} s")
+        if self.breaker_failures is not None:
+            parts.append(f"breaker after {self.breaker_failures} failures")
+        if self.issuer_url is None:
+            parts.append("no auth")
+        return ", ".join(parts)
+
+
+# Warm means warm for the whole run: no entry may turn stale (and be refreshed
+# in the background) while a measured window is open. The gateway's default
+# soft TTL is 60 s.
+# "Unknown to the source" answers (e.g. a phone no one else has) are cached for
+# negative_ttl, 30 s by default: raised too.
+WARM_TTLS = {"soft_ttl": 3600, "hard_ttl": 3600, "max_stale": 7200, "negative_ttl": 3600}
+
+
+def write_gateway_config(
+    sandbox_url: str, directory: Path, options: GatewayOptions | None = None
+) -> tuple[Path, dict[str, str]]:
+    """A config pointing every connector at the sandbox; secrets as env: references.
+
+    Always: the per-principal rate limit and the client-side vendor rate limits
+    off (the sandbox has none, and they would meter the load, not the
+    gateway), the query cost limit raised (200 full profiles in one query), and
+    the audit trail in a file in ``directory``.
+    """
+    options = options or GatewayOptions()
     env: dict[str, str] = {"C360_ID_KEY": BENCH_ID_KEY}
     connectors: dict[str, Any] = {}
     for vendor in VENDORS:
@@ -196,36 +297,84 @@ def write_gateway_config(sandbox_url: str, directory: Path) -> tuple[Path, dict[
             var = f"C360_BENCH_{vendor.upper()}_{key.upper()}"
             env[var] = value
             creds[key] = f"env:{var}"
+        resilience: dict[str, Any] = {"rate_limit": False}
+        if options.breaker_failures is not None:
+            resilience["breaker"] = {"failures": options.breaker_failures}
         connectors[vendor] = {
             "base_url": f"{sandbox_url}/{vendor}",
             "credentials": creds,
             "timeout": 10,
+            "resilience": resilience,
         }
+    gateway_section: dict[str, Any] = {"max_customers": 200, "rate_limit": False}
+    if options.issuer_url is None:
+        gateway_section["insecure_no_auth"] = True
+    if options.request_deadline is not None:
+        gateway_section["request_deadline"] = options.request_deadline
+    document: dict[str, Any] = {
+        "gateway": gateway_section,
+        "graphql": {"max_cost": 1_000_000},
+        "connectors": connectors,
+        "audit": {"sink": "file", "path": str(directory / "audit.jsonl")},
+    }
+    if options.cache == "off":
+        document["cache"] = {"enabled": False}
+    elif options.cache == "memory":
+        document["cache"] = dict(WARM_TTLS)
+    elif options.cache == "redis":
+        if not options.redis_url:
+            raise ValueError("cache 'redis' needs a redis_url")
+        document["cache"] = {**WARM_TTLS, "redis_url": options.redis_url}
+    else:
+        raise ValueError(f"unknown cache mode {options.cache!r}")
+    if options.cache_timeout is not None:
+        document["cache"]["timeout"] = options.cache_timeout
+    if options.issuer_url is not None:
+        document["auth"] = {"issuer": options.issuer_url, "audience": ["c360"]}
+    if options.max_rounds is not None:
+        document["identity"] = {"max_rounds": options.max_rounds}
     path = directory / "c360-bench.yaml"
-    path.write_text(
-        yaml.safe_dump({"gateway": {"max_customers": 200}, "connectors": connectors}),
-        encoding="utf-8",
-    )
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
     return path, env
 
 
-@contextmanager
-def gateway(sandbox_url: str, *, workers: int = 1, transport: str = "aiohttp") -> Iterator[Server]:
-    with tempfile.TemporaryDirectory(prefix="c360-bench-") as tmp:
-        config, env = write_gateway_config(sandbox_url, Path(tmp))
-        env["C360_TRANSPORT"] = transport
-        port = free_port()
-        url = f"http://{HOST}:{port}"
-        argv = c360_argv(
-            "serve", "--config", str(config), "--host", HOST, "--port", str(port),
-            "--workers", str(workers),
-        )  # fmt: skip
-        with _process(argv, f"{url}/healthz", "gateway", env) as proc:
-            yield Server(url, proc.pid, f"gateway {transport} x{workers}")
+def gateway_launch(sandbox_url: str, options: GatewayOptions, directory: Path) -> Launch:
+    """``c360 serve`` with the config :func:`write_gateway_config` writes into ``directory``."""
+    config, env = write_gateway_config(sandbox_url, directory, options)
+    env["C360_TRANSPORT"] = options.transport
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    argv = c360_argv(
+        "serve", "--config", str(config), "--host", HOST, "--port", str(port),
+        "--workers", str(options.workers),
+    )  # fmt: skip
+    return Launch(argv, url, f"{url}/healthz", options.label, env)
 
 
 @contextmanager
-def hello(workers: int = 1) -> Iterator[Server]:
+def gateways(
+    sandbox_url: str, options: Mapping[str, GatewayOptions], extra: Sequence[Launch] = ()
+) -> Iterator[dict[str, Server]]:
+    """Several gateways (and ``extra`` servers, e.g. hello apps) started in parallel,
+    keyed by the given names (extra ones by their ``name``)."""
+    with ExitStack() as stack:
+        launches = []
+        for options_ in options.values():
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="c360-bench-")))
+            launches.append(gateway_launch(sandbox_url, options_, tmp))
+        launches += extra
+        names = [*options, *(x.name for x in extra)]
+        servers = stack.enter_context(launched(launches))
+        yield dict(zip(names, servers, strict=True))
+
+
+@contextmanager
+def gateway(sandbox_url: str, options: GatewayOptions | None = None) -> Iterator[Server]:
+    with gateways(sandbox_url, {"gw": options or GatewayOptions()}) as found:
+        yield found["gw"]
+
+
+def hello_launch(workers: int = 1) -> Launch:
     """The strawberry ``{ hello }`` app (bench/hello_app.py) under uvicorn."""
     port = free_port()
     url = f"http://{HOST}:{port}"
@@ -234,8 +383,79 @@ def hello(workers: int = 1) -> Iterator[Server]:
         "--host", HOST, "--port", str(port), "--workers", str(workers),
         "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
-    with _process(argv, f"{url}/healthz", "hello") as proc:
-        yield Server(url, proc.pid, f"hello x{workers}")
+    return Launch(argv, url, f"{url}/healthz", f"hello x{workers}")
+
+
+# ------------------------------------------------------------------ auth, redis
+
+
+@dataclass
+class Issuer:
+    """A development OIDC issuer (gateway.issuer.DevIssuer) served in a thread."""
+
+    url: str
+    dev: Any
+
+    def token(self, role: str = "admin") -> str:
+        # admin + MFA: every field of the full query is readable in full
+        # (phone is a sensitive PII field).
+        token: str = self.dev.mint_token(role, mfa=True, ttl=6 * 3600)
+        return token
+
+    def headers(self, role: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role)}"}
+
+
+@contextmanager
+def issuer() -> Iterator[Issuer]:
+    """Discovery, JWKS and token endpoints on 127.0.0.1, in this process."""
+    from connectors.sdk.testing.server import serve_in_thread
+    from gateway.issuer import DevIssuer
+
+    dev = DevIssuer()
+    with serve_in_thread(dev.app) as url:
+        dev.issuer_url = url
+        yield Issuer(url, dev)
+
+
+def redis_path() -> str | None:
+    return shutil.which("redis-server")
+
+
+@contextmanager
+def redis_server() -> Iterator[Server]:
+    """A throwaway redis-server on 127.0.0.1: no persistence, stopped at the end."""
+    binary = redis_path()
+    if binary is None:
+        raise RuntimeError("redis-server not found (apt-get install -y redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="c360-redis-") as tmp:
+        proc = subprocess.Popen(
+            [
+                binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--dir", tmp, "--logfile", "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {proc.returncode}")
+                try:
+                    with socket.create_connection((HOST, port), timeout=1) as sock:
+                        sock.sendall(b"PING\r\n")
+                        if sock.recv(64).startswith(b"+PONG"):
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+            yield Server(f"redis://{HOST}:{port}/0", proc.pid, "redis")
+        finally:
+            _stop(proc)
 
 
 # ----------------------------------------------------------------------- sandbox
@@ -286,3 +506,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out.extend("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
     return "\n".join(out)
+
+
+def set_faults(sandbox_url: str, faults: Mapping[str, Any]) -> None:
+    """Replace the sandbox's faults (``{}`` clears them)."""
+    httpx.post(f"{sandbox_url}/_sandbox/faults", json=dict(faults), timeout=10).raise_for_status()

@@ -29,6 +29,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 WindowHook = Callable[[str], None]
+# No benchmark request may take longer than this: a stuck server fails the run
+# instead of hanging it.
+REQUEST_TIMEOUT = 60.0
 
 
 @dataclass
@@ -111,10 +114,12 @@ async def _python_load(
     warmup: float,
     duration: float,
     on_window: WindowHook | None,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = [raw_request(url, "POST", b) for b in bodies]
+    requests = [raw_request(url, "POST", b, headers) for b in bodies]
+    latencies: list[float] = []
     ramp = min(0.02, warmup / (2 * concurrency))
     measuring = False
     stop = False
@@ -132,9 +137,11 @@ async def _python_load(
         i = offset
         try:
             while not stop:
+                t0 = time.perf_counter()
                 status, body = await conn.send(requests[i % len(requests)])
                 i += concurrency
                 if measuring:
+                    latencies.append(time.perf_counter() - t0)
                     done += 1
                     if not _ok(status, body):
                         errors += 1
@@ -159,7 +166,9 @@ async def _python_load(
     finally:
         for task in tasks:
             task.cancel()
-    return LoadResult("python", count, bad, t1 - t0, client_cpu=cpu1 - cpu0)
+    return LoadResult(
+        "python", count, bad, t1 - t0, client_cpu=cpu1 - cpu0, latencies=latencies[:count]
+    )
 
 
 # ---------------------------------------------------------------------------- wrk
@@ -167,6 +176,7 @@ async def _python_load(
 _LUA = r"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+%(headers)s
 bodies = { %(bodies)s }
 local threads = {}
 setup = function(thread)
@@ -194,9 +204,10 @@ end
 """
 
 
-def _lua_script(bodies: Sequence[bytes]) -> str:
+def _lua_script(bodies: Sequence[bytes], headers: Mapping[str, str] | None = None) -> str:
     quoted = ",\n".join("[==[" + b.decode() + "]==]" for b in bodies)
-    return _LUA % {"bodies": quoted}
+    lines = "\n".join(f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in (headers or {}).items())
+    return _LUA % {"bodies": quoted, "headers": lines}
 
 
 def _run_wrk(wrk: str, script: Path, url: str, concurrency: int, seconds: float) -> str:
@@ -218,10 +229,11 @@ def _wrk_load(
     warmup: float,
     duration: float,
     on_window: WindowHook | None,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory(prefix="c360-wrk-") as tmp:
         script = Path(tmp) / "bodies.lua"
-        script.write_text(_lua_script(bodies), encoding="utf-8")
+        script.write_text(_lua_script(bodies, headers), encoding="utf-8")
         if warmup > 0:
             _run_wrk(wrk, script, url, concurrency, warmup)
         if on_window:
@@ -258,14 +270,15 @@ def run_load(
     duration: float,
     on_window: WindowHook | None = None,
     tool: str = "auto",
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Closed-loop load on ``url``; ``tool`` is ``auto`` (wrk if present), ``wrk`` or ``python``."""
     wrk = wrk_path() if tool in ("auto", "wrk") else None
     if tool == "wrk" and wrk is None:
         raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     if wrk is not None:
-        return _wrk_load(wrk, url, bodies, concurrency, warmup, duration, on_window)
-    return asyncio.run(_python_load(url, bodies, concurrency, warmup, duration, on_window))
+        return _wrk_load(wrk, url, bodies, concurrency, warmup, duration, on_window, headers)
+    return asyncio.run(_python_load(url, bodies, concurrency, warmup, duration, on_window, headers))
 
 
 async def _sequential(url: str, raw: Sequence[bytes], count: int) -> list[float]:
@@ -275,7 +288,8 @@ async def _sequential(url: str, raw: Sequence[bytes], count: int) -> list[float]
     try:
         for i in range(count):
             t0 = time.perf_counter()
-            status, body = await conn.send(raw[i % len(raw)])
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                status, body = await conn.send(raw[i % len(raw)])
             elapsed = time.perf_counter() - t0
             if not _ok(status, body):
                 raise RuntimeError(f"{url}: HTTP {status}: {body[:300]!r}")
@@ -290,6 +304,90 @@ def sequential_latencies(url: str, raw_requests: Sequence[bytes], count: int) ->
     return asyncio.run(_sequential(url, raw_requests, count))
 
 
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    seconds: float
+
+
+async def _burst(url: str, raw: bytes, count: int) -> list[Answer]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    conns = [await _Conn.open(host, port) for _ in range(count)]
+    gate = asyncio.Event()
+
+    async def one(conn: _Conn) -> Answer:
+        await gate.wait()
+        t0 = time.perf_counter()
+        status, body = await conn.send(raw)
+        return Answer(status, body, time.perf_counter() - t0)
+
+    try:
+        tasks = [asyncio.create_task(one(c)) for c in conns]
+        await asyncio.sleep(0.05)  # every task is parked on the gate
+        gate.set()
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=120))
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+def burst(url: str, raw: bytes, count: int) -> list[Answer]:
+    """``count`` connections opened first, then the same request on all of them at once."""
+    return asyncio.run(_burst(url, raw, count))
+
+
+async def _each_once(url: str, raws: Sequence[bytes], concurrency: int) -> list[Answer]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    queue = list(enumerate(raws))
+    out: list[Answer | None] = [None] * len(raws)
+
+    async def worker(k: int) -> None:
+        # Connect one at a time (see _python_load): every worker process gets a share.
+        await asyncio.sleep(k * 0.02)
+        conn = await _Conn.open(host, port)
+        try:
+            while queue:
+                i, raw = queue.pop()
+                t0 = time.perf_counter()
+                status, body = await conn.send(raw)
+                out[i] = Answer(status, body, time.perf_counter() - t0)
+        finally:
+            await conn.close()
+
+    await asyncio.wait_for(
+        asyncio.gather(*(worker(k) for k in range(min(concurrency, len(raws))))), timeout=300
+    )
+    return [a for a in out if a is not None]
+
+
+async def _answers(url: str, raws: Sequence[bytes]) -> list[Answer]:
+    parts = urlsplit(url)
+    conn = await _Conn.open(parts.hostname or "127.0.0.1", parts.port or 80)
+    out: list[Answer] = []
+    try:
+        for raw in raws:
+            t0 = time.perf_counter()
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                status, body = await conn.send(raw)
+            out.append(Answer(status, body, time.perf_counter() - t0))
+    finally:
+        await conn.close()
+    return out
+
+
+def sequential_answers(url: str, raws: Sequence[bytes]) -> list[Answer]:
+    """Each request in turn on one keep-alive connection, with its answer (errors kept)."""
+    return asyncio.run(_answers(url, raws))
+
+
+def each_once(url: str, raws: Sequence[bytes], concurrency: int = 8) -> list[Answer]:
+    """Every request once, ``concurrency`` keep-alive connections working through them."""
+    return asyncio.run(_each_once(url, raws, concurrency))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python bench/loadgen.py URL --bodies FILE``: one load run, JSON on stdout."""
     import argparse
@@ -302,7 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--tool", default="auto", choices=["auto", "wrk", "python"])
+    parser.add_argument(
+        "--header", action="append", default=[], help="'Name: value', sent with every request"
+    )
     args = parser.parse_args(argv)
+    headers = dict(h.split(":", 1) for h in args.header)
+    headers = {k.strip(): v.strip() for k, v in headers.items()}
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost"):
         parser.error("load targets 127.0.0.1 only")
     bodies = [line.encode() for line in Path(args.bodies).read_text().splitlines() if line]
@@ -313,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         duration=args.seconds,
         tool=args.tool,
+        headers=headers,
     )
     print(json.dumps({"tool": result.tool, "requests": result.requests, "errors": result.errors,
                       "seconds": result.seconds, "rps": result.rps}))  # fmt: skip

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import cProfile
 import json
+import math
 import os
 import pstats
 import re
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,21 +42,29 @@ from common import (
     BENCH_DIR,
     HOST,
     REPO,
+    GatewayOptions,
     free_port,
     gateway,
+    issuer,
     sandbox,
     table,
     tree_cpu,
     write_gateway_config,
 )
 from gateway_bench import full_query_bodies
+from loadgen import each_once, raw_request
 
 OWN = ("gateway", "schema", "connectors")
 PYSPY_RATE = 200
 
 
 def pyspy_path() -> str | None:
-    return os.environ.get("C360_BENCH_PYSPY") or shutil.which("py-spy")
+    beside = Path(sys.executable).parent / "py-spy"  # pip install py-spy into this venv
+    return (
+        os.environ.get("C360_BENCH_PYSPY")
+        or shutil.which("py-spy")
+        or (str(beside) if beside.exists() else None)
+    )
 
 
 def _group(path: str) -> str:
@@ -102,7 +111,11 @@ def _summary(
     for func, t in self_time.items():
         groups[_group(where[func])] += t
     # Entry frames (cli main, uvicorn.run, ...) include everything: leave them out.
-    own = {f: t for f, t in inclusive.items() if _group(where[f]) in OWN and t < 0.99 * total}
+    own = {
+        f: t
+        for f, t in inclusive.items()
+        if _group(where[f]) in OWN and t < 0.99 * total and not where[f].endswith("cli.py")
+    }
     own_self = {f: self_time.get(f, 0.0) for f in own}
 
     def pct(d: dict[str, float]) -> list[dict[str, Any]]:
@@ -162,17 +175,24 @@ def parse_pyspy_raw(text: str, top: int = 25) -> dict[str, Any]:
 
 
 @contextmanager
-def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> Iterator[Any]:
+def _load(
+    url: str,
+    bodies: list[bytes],
+    seconds: float,
+    concurrency: int,
+    headers: Mapping[str, str] | None = None,
+) -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="c360-prof-") as tmp:
         path = Path(tmp) / "bodies.jsonl"
         path.write_text("\n".join(b.decode() for b in bodies) + "\n", encoding="utf-8")
-        proc = subprocess.Popen(
-            [
-                sys.executable, str(BENCH_DIR / "loadgen.py"), url, "--bodies", str(path),
-                "--concurrency", str(concurrency), "--warmup", "1", "--seconds", str(seconds),
-            ],
-            stdout=subprocess.PIPE,
-        )  # fmt: skip
+        argv = [
+            sys.executable, str(BENCH_DIR / "loadgen.py"), url, "--bodies", str(path),
+            "--concurrency", str(concurrency), "--warmup", "1", "--seconds", str(seconds),
+            "--tool", "python",
+        ]  # fmt: skip
+        for name, value in (headers or {}).items():
+            argv += ["--header", f"{name}: {value}"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
         try:
             yield proc
         finally:
@@ -181,38 +201,52 @@ def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> It
                 proc.wait()
 
 
+def _warm(url: str, bodies: list[bytes], headers: Mapping[str, str] | None) -> None:
+    """Every body once, so a cache-on gateway is warm before the profile starts."""
+    graphql = f"{url}/graphql"
+    each_once(graphql, [raw_request(graphql, "POST", b, headers) for b in bodies], 8)
+
+
 def profile_pyspy(
-    sandbox_url: str, *, seconds: float, concurrency: int, transport: str
+    sandbox_url: str,
+    *,
+    seconds: float,
+    concurrency: int,
+    options: GatewayOptions,
+    headers: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     pyspy = pyspy_path()
     if pyspy is None:
         raise RuntimeError("py-spy is not installed: pip install py-spy")
     bodies = full_query_bodies(sandbox_url)
-    with (
-        gateway(sandbox_url, transport=transport) as gw,
-        _load(f"{gw.url}/graphql", bodies, seconds + 4, concurrency) as load,
-        tempfile.TemporaryDirectory(prefix="c360-spy-") as tmp,
-    ):
-        time.sleep(2.0)
-        out = Path(tmp) / "stacks.txt"
-        cpu0, t0 = tree_cpu(gw.pid), time.perf_counter()
-        subprocess.run(
-            [
-                pyspy, "record", "-p", str(gw.pid), "-d", str(round(seconds)),
-                "-r", str(PYSPY_RATE), "--function", "--format", "raw", "-o", str(out),
-            ],
-            check=True, capture_output=True, timeout=seconds + 60,
-        )  # fmt: skip
-        cpu1, t1 = tree_cpu(gw.pid), time.perf_counter()
-        stdout, _ = load.communicate(timeout=seconds + 60)
-        text = out.read_text(encoding="utf-8")
+    with gateway(sandbox_url, options) as gw:
+        _warm(gw.url, bodies, headers)
+        with (
+            _load(f"{gw.url}/graphql", bodies, seconds + 4, concurrency, headers) as load,
+            tempfile.TemporaryDirectory(prefix="c360-spy-") as tmp,
+        ):
+            time.sleep(2.0)
+            out = Path(tmp) / "stacks.txt"
+            cpu0, t0 = tree_cpu(gw.pid), time.perf_counter()
+            subprocess.run(
+                [
+                    pyspy, "record", "-p", str(gw.pid), "-d", str(round(seconds)),
+                    "-r", str(PYSPY_RATE), "--gil", "--function", "--format", "raw", "-o", str(out),
+                ],
+                check=True, capture_output=True, timeout=seconds + 60,
+            )  # fmt: skip
+            cpu1, t1 = tree_cpu(gw.pid), time.perf_counter()
+            stdout, _ = load.communicate(timeout=seconds + 60)
+            text = out.read_text(encoding="utf-8")
     load_result = json.loads(stdout.decode().strip().splitlines()[-1])
     result = parse_pyspy_raw(text)
     requests = load_result["rps"] * (t1 - t0)
     result.update(
         {
-            "profiler": f"py-spy ({PYSPY_RATE} Hz, busy samples)",
-            "transport": transport,
+            "profiler": f"py-spy ({PYSPY_RATE} Hz, `--gil`: samples of the thread holding "
+            "the GIL, i.e. Python-level CPU)",
+            "transport": options.transport,
+            "label": options.label,
             "seconds": seconds,
             "concurrency": concurrency,
             "cpu_ms_per_req": (cpu1 - cpu0) * 1000 / max(1.0, requests),
@@ -222,20 +256,60 @@ def profile_pyspy(
     return result
 
 
+@contextmanager
+def recording(pid: int, seconds: float, rate: int = 500) -> Iterator[dict[str, Any]]:
+    """py-spy (``--gil``) on ``pid`` for about ``seconds`` while the body runs; the
+    parsed summary lands in the yielded dict afterwards (empty without py-spy)."""
+    found: dict[str, Any] = {}
+    pyspy = pyspy_path()
+    if pyspy is None:
+        yield found
+        return
+    with tempfile.TemporaryDirectory(prefix="c360-spy-") as tmp:
+        out = Path(tmp) / "stacks.txt"
+        proc = subprocess.Popen(
+            [
+                pyspy, "record", "-p", str(pid), "-d", str(max(1, math.ceil(seconds))),
+                "-r", str(rate), "--gil", "--function", "--format", "raw", "-o", str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(0.3)  # py-spy attaches
+            yield found
+            proc.wait(timeout=seconds + 30)
+            if out.exists():
+                found.update(parse_pyspy_raw(out.read_text(encoding="utf-8")))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 # ---------------------------------------------------------------------- cProfile
 
 
 def profile_cprofile(
-    sandbox_url: str, *, seconds: float, concurrency: int, transport: str
+    sandbox_url: str,
+    *,
+    seconds: float,
+    concurrency: int,
+    options: GatewayOptions,
+    headers: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     import uvicorn
 
     from gateway.app import create_app
     from gateway.config import load_settings
 
+    bodies = full_query_bodies(sandbox_url)
+    # CPU time of this thread, not wall time: on a busy 2-core box wall time
+    # would charge preemption to whatever syscall happened to be running.
+    prof = cProfile.Profile(time.thread_time)
     with tempfile.TemporaryDirectory(prefix="c360-prof-") as tmp:
-        config, env = write_gateway_config(sandbox_url, Path(tmp))
-        env["C360_TRANSPORT"] = transport
+        config, env = write_gateway_config(sandbox_url, Path(tmp), options)
+        env["C360_TRANSPORT"] = options.transport
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -246,36 +320,34 @@ def profile_cprofile(
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=HOST, port=port, log_level="warning", access_log=False)
-    )
-    # CPU time of this thread, not wall time: on a busy 2-core box wall time
-    # would charge preemption to whatever syscall happened to be running.
-    prof = cProfile.Profile(time.thread_time)
-    bodies = full_query_bodies(sandbox_url)
+        app = create_app(settings)
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=HOST, port=port, log_level="warning", access_log=False)
+        )
+        url = f"http://{HOST}:{port}"
 
-    async def main() -> tuple[float, dict[str, Any]]:
-        serving = asyncio.create_task(server.serve())
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if serving.done() or time.monotonic() > deadline:
-                raise RuntimeError("in-process gateway did not start")
-            await asyncio.sleep(0.05)
-        try:
-            with _load(f"http://{HOST}:{port}/graphql", bodies, seconds + 3, concurrency) as load:
-                await asyncio.sleep(1.5)
-                prof.enable()
-                await asyncio.sleep(seconds)
-                prof.disable()
-                out, _ = await asyncio.to_thread(load.communicate, timeout=seconds + 60)
-        finally:
-            server.should_exit = True
-            await serving
-        return seconds, json.loads(out.decode().strip().splitlines()[-1])
+        async def main() -> tuple[float, dict[str, Any]]:
+            serving = asyncio.create_task(server.serve())
+            deadline = time.monotonic() + 30
+            while not server.started:
+                if serving.done() or time.monotonic() > deadline:
+                    raise RuntimeError("in-process gateway did not start")
+                await asyncio.sleep(0.05)
+            try:
+                await asyncio.to_thread(_warm, url, bodies, headers)
+                with _load(f"{url}/graphql", bodies, seconds + 3, concurrency, headers) as load:
+                    await asyncio.sleep(1.5)
+                    prof.enable()
+                    await asyncio.sleep(seconds)
+                    prof.disable()
+                    out, _ = await asyncio.to_thread(load.communicate, timeout=seconds + 60)
+            finally:
+                server.should_exit = True
+                await serving
+            return seconds, json.loads(out.decode().strip().splitlines()[-1])
 
-    window, load_result = asyncio.run(main())
+        window, load_result = asyncio.run(main())
     raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     self_time: dict[str, float] = defaultdict(float)
     inclusive: dict[str, float] = defaultdict(float)
@@ -290,7 +362,8 @@ def profile_cprofile(
     result.update(
         {
             "profiler": "cProfile (thread CPU time; inflates call-heavy code)",
-            "transport": transport,
+            "transport": options.transport,
+            "label": options.label,
             "seconds": seconds,
             "concurrency": concurrency,
             "cpu_ms_per_req": sum(self_time.values()) * 1000 / max(1.0, requests),
@@ -303,20 +376,23 @@ def profile_cprofile(
 def profile(
     sandbox_url: str,
     *,
+    options: GatewayOptions,
+    headers: Mapping[str, str] | None = None,
     seconds: float = 10.0,
     concurrency: int = 8,
-    transport: str = "aiohttp",
     profiler: str = "auto",
 ) -> dict[str, Any]:
     use_pyspy = profiler == "py-spy" or (profiler == "auto" and pyspy_path() is not None)
     run = profile_pyspy if use_pyspy else profile_cprofile
-    return run(sandbox_url, seconds=seconds, concurrency=concurrency, transport=transport)
+    return run(
+        sandbox_url, seconds=seconds, concurrency=concurrency, options=options, headers=headers
+    )
 
 
 def report(result: dict[str, Any], top: int = 12) -> str:
     per_req = result["cpu_ms_per_req"]
     lines = [
-        f"Profiler: {result['profiler']}; gateway `{result['transport']}` transport, 1 worker, "
+        f"Profiler: {result['profiler']}; `{result.get('label', result['transport'])}`, "
         f"full single-customer query at concurrency {result['concurrency']} for "
         f"{result['seconds']:g} s ({result['load']['rps']:.0f} req/s, about {per_req:.1f} ms "
         "of gateway CPU per request while profiled). ms/request = share × that.",
@@ -356,15 +432,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--transport", default="aiohttp", choices=["aiohttp", "httpcore"])
+    parser.add_argument("--cache", default="off", choices=["off", "memory"])
+    parser.add_argument("--no-auth", action="store_true", help="gateway.insecure_no_auth")
     parser.add_argument("--profiler", default="auto", choices=["auto", "py-spy", "cprofile"])
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args(argv)
-    with sandbox(latency_ms=0) as sb:
+    with sandbox(latency_ms=0) as sb, issuer() as iss:
+        options = GatewayOptions(
+            issuer_url=None if args.no_auth else iss.url,
+            cache=args.cache,
+            transport=args.transport,
+        )
         result = profile(
             sb.url,
+            options=options,
+            headers=None if args.no_auth else iss.headers(),
             seconds=args.seconds,
             concurrency=args.concurrency,
-            transport=args.transport,
             profiler=args.profiler,
         )
     print(report(result, top=args.top))
