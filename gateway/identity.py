@@ -43,6 +43,7 @@ from connectors.sdk import (
     normalize_email,
     normalize_phone,
 )
+from connectors.sdk.webhooks import LINKED, PERSON_LOOKUPS
 from gateway.config import ConfigError
 from gateway.context import Context
 from gateway.survivorship import DEFAULT_RULES, Rule, rules_from_mapping
@@ -60,24 +61,12 @@ __all__ = [
     "resolve",
 ]
 
-EMAIL_LOOKUP = {
-    Domain.CRM: "people_by_email",
-    Domain.TICKETING: "requesters_by_email",
-    Domain.BILLING: "customers_by_email",
-    Domain.MARKETING: "members_by_email",
-}
-ID_LOOKUP = {
-    Domain.CRM: "people_by_id",
-    Domain.TICKETING: "requesters_by_id",
-    Domain.BILLING: "customers_by_id",
-    Domain.MARKETING: "members_by_id",
-}
-PHONE_LOOKUP = {
-    Domain.CRM: "people_by_phone",
-    Domain.TICKETING: "requesters_by_phone",
-    Domain.BILLING: "customers_by_phone",
-}
-_LINKED = "people_linked_to"
+# One table of person lookups per domain, owned by the SDK (webhooks evict
+# by the same method names).
+EMAIL_LOOKUP = {d: names[0] for d, names in PERSON_LOOKUPS.items()}
+ID_LOOKUP = {d: names[1] for d, names in PERSON_LOOKUPS.items()}
+PHONE_LOOKUP = {d: names[2] for d, names in PERSON_LOOKUPS.items() if names[2] is not None}
+_LINKED = LINKED
 _ID_PREFIX = "c360_"
 _MATCH_KEYS = ("link", "email", "phone")
 
