@@ -3,6 +3,10 @@
 tenacity rather than stamina: stamina's instrumentation hooks are process-wide
 and its time limit is fixed per decorator, while here the stop rule, the wait
 and the hook differ per connector and per request (the request deadline).
+
+The caller makes the first attempt itself and comes here only once it failed
+with a retryable error: nearly every call succeeds at once, and a tenacity
+retrier with its closures costs more CPU than the call it would wrap.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_ran
 from connectors.sdk import UpstreamRateLimited
 from gateway._resilience_policy import ResiliencePolicy
 
-__all__ = ["call_with_retries"]
+__all__ = ["retry_after_failure"]
 
 T = TypeVar("T")
 
@@ -31,7 +35,8 @@ class _OutOfTime(Exception):
     """The backoff sleep overslept the deadline (timers may fire late)."""
 
 
-async def call_with_retries(
+async def retry_after_failure(
+    first: BaseException,
     attempt: Callable[[], Awaitable[T]],
     policy: ResiliencePolicy,
     *,
@@ -40,19 +45,29 @@ async def call_with_retries(
     give_up: Callable[[], bool],
     on_retry: Callable[[], None],
 ) -> T:
-    """Await ``attempt()`` until it succeeds or a stop rule says no more.
+    """Go on awaiting ``attempt()`` after its first run failed with ``first``.
 
     Waits full-jitter exponential backoff, or the vendor's ``Retry-After``
     (plus a little jitter, so calls told the same value do not return in
-    lockstep). Stops after ``policy.attempts``, when ``Retry-After`` exceeds
-    ``policy.retry_after_max`` (calling earlier than asked is pointless), when
-    the next attempt would start at or after ``deadline`` (loop time), and
-    when ``give_up()`` says so (the breaker opened meanwhile). The last
-    failure is re-raised as it was.
+    lockstep). Stops after ``policy.attempts`` (the first one included), when
+    ``Retry-After`` exceeds ``policy.retry_after_max`` (calling earlier than
+    asked is pointless), when the next attempt would start at or after
+    ``deadline`` (loop time), and when ``give_up()`` says so (the breaker
+    opened meanwhile). The last failure is re-raised as it was.
     """
     loop = asyncio.get_running_loop()
     backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
     last: list[BaseException] = []
+    replayed = False
+
+    async def attempts() -> T:
+        # tenacity's attempt 1 replays the caller's failure, so attempt
+        # numbers, the backoff exponent and the stop rules are tenacity's own.
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first
+        return await attempt()
 
     def wait(state: RetryCallState) -> float:
         asked = _retry_after(state)
@@ -89,7 +104,7 @@ async def call_with_retries(
         reraise=True,
     )
     try:
-        result: T = await retrier(attempt)
+        result: T = await retrier(attempts)
     except _OutOfTime:
         raise last[0] from None
     return result

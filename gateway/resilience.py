@@ -35,10 +35,9 @@ breaker is :mod:`gateway._breaker` (why: see there).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -55,7 +54,7 @@ from connectors.sdk import (
 from gateway._breaker import Admission, BreakerState, CircuitBreaker, Verdict
 from gateway._inflight import InFlight, WaitExpired
 from gateway._resilience_policy import VENDOR_POLICIES, ResiliencePolicy, policy_from_mapping
-from gateway._retry import call_with_retries
+from gateway._retry import retry_after_failure
 from gateway.config import Settings
 from gateway.upstream import RequestScope, UpstreamCall, direct_call
 
@@ -70,6 +69,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_CallKey = tuple[str, str, frozenset[str]]  # source, method, keys
 
 Observer = Callable[[str, str], None]
 """``observer(source, event)``; ``event`` is one of :data:`EVENTS`."""
@@ -140,7 +141,7 @@ class Resilience:
         self._observer = observer
         self._clock = clock
         self._guards: dict[str, _Guard] = {}
-        self._in_flight: InFlight[Mapping[str, Any]] = InFlight()
+        self._in_flight: InFlight[_CallKey, Mapping[str, Any]] = InFlight(on_join=self._joined)
 
     def breaker_state(self, source: str) -> str:
         """``"closed"``, ``"open"`` or ``"half_open"``: for readiness checks and gauges."""
@@ -156,49 +157,53 @@ class Resilience:
         try:
             return await self._in_flight.run(
                 (source, method, frozenset(keys)),
-                partial(self._guarded, connector, method, keys, scope),
                 scope.deadline,
-                on_join=partial(self._emit, source, "dedup"),
+                self._guarded,
+                connector,
+                method,
+                keys,
+                scope,
             )
         except WaitExpired as exc:
             self._emit(source, "deadline")
             raise _QueuedTooLong(f"{source} did not answer in time", source=source) from exc
+
+    def _joined(self, key: _CallKey) -> None:
+        self._emit(key[0], "dedup")
 
     async def _guarded(
         self, connector: Connector, method: str, keys: Sequence[str], scope: RequestScope
     ) -> Mapping[str, Any]:
         source = connector.name
         guard = self._guard(source)
-        admission = guard.breaker.admit()
+        breaker = guard.breaker
+        admission = breaker.admit()
         if admission is Admission.REFUSED:
             self._emit(source, "short_circuit")
             raise UpstreamCircuitOpen(
                 f"{source} is failing; calls resume after a successful probe",
                 source=source,
-                retry_after=guard.breaker.retry_after(),
+                retry_after=breaker.retry_after(),
             )
+        bulkhead = guard.bulkhead
         verdict = Verdict.NEUTRAL
         try:
-            async with self._slot(guard, source, scope):
-                try:
-                    found = await self._retrying(guard, connector, method, keys, scope)
-                except UpstreamError as exc:
-                    verdict = _verdict(exc)
-                    raise
-                verdict = Verdict.HEALTHY
-                return found
+            if bulkhead.locked():
+                self._emit(source, "bulkhead_full")
+                await self._queue(bulkhead.acquire, guard, source, scope, "a free call slot")
+            else:
+                await bulkhead.acquire()  # a free slot is taken at once: nothing to bound
+            try:
+                found = await self._attempts(guard, connector, method, keys, scope)
+            except UpstreamError as exc:
+                verdict = _verdict(exc)
+                raise
+            finally:
+                bulkhead.release()
+            verdict = Verdict.HEALTHY
+            return found
         finally:
-            guard.breaker.record(admission, verdict)
-
-    @contextlib.asynccontextmanager
-    async def _slot(self, guard: _Guard, source: str, scope: RequestScope) -> AsyncIterator[None]:
-        if guard.bulkhead.locked():
-            self._emit(source, "bulkhead_full")
-        await self._queue(guard.bulkhead.acquire, guard, source, scope, "a free call slot")
-        try:
-            yield
-        finally:
-            guard.bulkhead.release()
+            breaker.record(admission, verdict)
 
     async def _queue(
         self,
@@ -225,7 +230,7 @@ class Resilience:
             return scope.deadline, True
         return until, False
 
-    async def _retrying(
+    async def _attempts(
         self,
         guard: _Guard,
         connector: Connector,
@@ -233,8 +238,18 @@ class Resilience:
         keys: Sequence[str],
         scope: RequestScope,
     ) -> Mapping[str, Any]:
+        # The first attempt runs bare: almost every call succeeds at once, and
+        # the retry machinery is only worth building once one did not.
+        try:
+            return await self._attempt(guard, connector, method, keys, scope)
+        except UpstreamError as exc:
+            if not _retryable(exc):
+                raise
+            first = exc
+        # Out of the except block, so later failures do not chain to the first.
         breaker = guard.breaker
-        return await call_with_retries(
+        return await retry_after_failure(
+            first,
             partial(self._attempt, guard, connector, method, keys, scope),
             guard.policy,
             deadline=scope.deadline,
@@ -256,9 +271,11 @@ class Resilience:
         source = connector.name
         limiter = guard.limiter
         if limiter is not None:
-            if not limiter.has_capacity():
+            if limiter.has_capacity():
+                await limiter.acquire()  # a token is free: taken at once, nothing to bound
+            else:
                 self._emit(source, "rate_limited")
-            await self._queue(limiter.acquire, guard, source, scope, "rate-limit token")
+                await self._queue(limiter.acquire, guard, source, scope, "rate-limit token")
         until, by_deadline = self._bound(guard, scope)
         timeout = asyncio.timeout_at(until)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -425,6 +426,105 @@ async def test_every_emitted_event_is_documented():
     upstream.release.set()
     await asyncio.gather(first, second)
     assert events and {event for _, event in events} <= EVENTS
+
+
+# --- the cheap success path keeps the slow path's rules --------------------
+# The first attempt runs outside tenacity, a free bulkhead slot is taken
+# without a timeout, and in-flight sharing settles waiters from the task.
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 4])
+async def test_attempts_count_the_first_one(attempts):
+    upstream = FakeUpstream(*[unavailable() for _ in range(10)])
+    policy = ResiliencePolicy(attempts=attempts, backoff_initial=0.001, backoff_max=0.001)
+    layer, events = make(upstream, policy)
+    with pytest.raises(UpstreamUnavailable):
+        await call(layer)
+    assert len(upstream.calls) == attempts
+    assert events.count(("crm", "retry")) == attempts - 1
+
+
+async def test_backoff_grows_from_the_first_failure(monkeypatch):
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record_sleep(seconds, *args):
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", record_sleep)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # jitter at its top
+    third = unavailable()
+    upstream = FakeUpstream(unavailable(), unavailable(), third)
+    layer, _ = make(upstream, ResiliencePolicy(attempts=3, backoff_initial=0.25, backoff_max=10))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await call(layer)
+    assert slept == [0.25, 0.5]
+    # The last failure as it was raised, not chained to the earlier ones.
+    assert caught.value is third
+    assert caught.value.__context__ is None
+
+
+async def test_a_free_slot_is_not_reported_as_a_full_bulkhead_and_is_given_back():
+    upstream = FakeUpstream(UpstreamBadRequest("400", source="crm", status=400), unavailable())
+    # A slot kept after a failure would make the next call queue and time out.
+    layer, events = make(upstream, ResiliencePolicy(bulkhead=1, attempts=1, timeout=0.05))
+    with pytest.raises(UpstreamBadRequest):
+        await call(layer, ["a"])
+    with pytest.raises(UpstreamUnavailable):
+        await call(layer, ["b"])
+    for key in "cd":
+        assert await call(layer, [key]) == {key: f"record:{key}"}
+    assert len(upstream.calls) == 4
+    assert events == []
+
+
+async def test_the_starter_leaving_does_not_cancel_the_call_for_a_joiner():
+    upstream = FakeUpstream("hang")
+    layer, events = make(upstream)
+    owner = asyncio.create_task(call(layer, ["a"]))
+    await upstream.wait_running(1)
+    joiner = asyncio.create_task(call(layer, ["a"]))
+    await asyncio.sleep(0)  # the joiner joins
+    assert ("crm", "dedup") in events
+    owner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    upstream.release.set()
+    assert await joiner == {"a": "record:a"}
+    assert upstream.cancelled == 0
+    assert len(upstream.calls) == 1
+
+
+async def test_a_shared_failure_reaches_every_waiter():
+    release = asyncio.Event()
+    refusal = UpstreamBadRequest("400", source="crm", status=400)
+    calls = []
+
+    async def upstream(connector, method, keys, scope):
+        calls.append(keys)
+        await release.wait()
+        raise refusal
+
+    layer, _ = make(upstream)
+    waiters = [asyncio.create_task(call(layer, ["a"])) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiters, return_exceptions=True) == [refusal] * 3
+    assert len(calls) == 1
+
+
+async def test_a_call_abandoned_by_its_last_waiter_is_not_joined_afterwards():
+    upstream = FakeUpstream("hang")
+    layer, _ = make(upstream)
+    owner = asyncio.create_task(call(layer, ["a"]))
+    await upstream.wait_running(1)
+    owner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    # At once, before the abandoned call has wound down: a call of its own.
+    assert await call(layer, ["a"]) == {"a": "record:a"}
+    assert len(upstream.calls) == 2
 
 
 # --- policies from config --------------------------------------------------
