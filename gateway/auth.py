@@ -33,6 +33,7 @@ per code: they never echo the token, its claims or any key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -43,6 +44,7 @@ from types import MappingProxyType
 from typing import Any
 
 import httpx
+from cachetools import TLRUCache
 from joserfc import jws
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, MissingClaimError
 from joserfc.jwt import JWTClaimsRegistry
@@ -78,6 +80,11 @@ logger = logging.getLogger("c360.auth")
 
 # Real access tokens are a few KiB; refuse to parse anything far bigger.
 _MAX_TOKEN_CHARS = 16 * 1024
+# A token seen valid is trusted again, without another signature check, for at
+# most this long (and never past its exp): well inside jwks_max_age, the time
+# a revoked key may already live on in the key cache.
+_VERIFIED_FOR = 60.0
+_VERIFIED_MAX = 4096
 
 _DESCRIPTIONS = {
     "missing_token": "a bearer token is required",
@@ -144,6 +151,12 @@ class Authenticator:
             timeout=settings.http_timeout, follow_redirects=False
         )
         self._clock = clock
+        # sha256(token) -> (principal, trusted until): an RS256 check is a
+        # tenth of a cached query's CPU, and clients resend one token for
+        # minutes. Keyed by digest so the cache never holds bearer tokens.
+        self._verified: TLRUCache[bytes, tuple[Principal, float]] = TLRUCache(
+            maxsize=_VERIFIED_MAX, ttu=lambda _key, value, _now: value[1], timer=clock
+        )
         self._keys = KeyCache(
             self._client,
             issuer=settings.issuer,
@@ -177,6 +190,18 @@ class Authenticator:
         """Validate one compact JWT and map its claims to a :class:`Principal`."""
         if len(token) > _MAX_TOKEN_CHARS or not token.isascii():
             raise AuthError("invalid_token")
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        seen = self._verified.get(digest)
+        if seen is not None:
+            return seen[0]
+        principal = await self._verify_signed(token)
+        exp = principal.claims.get("exp")
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            until = min(self._clock() + _VERIFIED_FOR, exp + self.settings.leeway)
+            self._verified[digest] = (principal, until)
+        return principal
+
+    async def _verify_signed(self, token: str) -> Principal:
         try:
             signed = jws.extract_compact(token.encode("ascii"))
             header = signed.headers()

@@ -18,6 +18,7 @@ vendor's batch limit and runs the chunks concurrently.
 from __future__ import annotations
 
 import asyncio
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,13 @@ def normalize_phone(value: str | None, region: str = "US") -> str | None:
     """
     if not value or not value.strip():
         return None
+    return _e164(value, region)
+
+
+# Parsing is ~50 µs a number and every resolution parses the same few phones
+# again (each record's, on every request, cache hits included).
+@functools.lru_cache(maxsize=8192)
+def _e164(value: str, region: str) -> str | None:
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:

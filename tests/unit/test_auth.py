@@ -266,6 +266,25 @@ async def test_leeway_accepts_small_clock_skew_only(issuer, auth):
         await auth.verify(issuer.mint_token("admin", extra_claims={"exp": now - 40}))
 
 
+async def test_a_token_seen_valid_still_expires_on_time(issuer, auth, clock):
+    token = issuer.mint_token("admin", extra_claims={"exp": int(clock.now) + 5})
+    for _ in range(3):  # repeats are served from the verified-token cache
+        assert (await auth.verify(token)).roles == {"admin"}
+    clock.advance(5 + 30 + 1)  # exp + leeway has passed
+    with pytest.raises(AuthError, match="expired"):
+        await auth.verify(token)
+
+
+async def test_a_forged_copy_of_a_token_seen_valid_is_still_checked(issuer, auth):
+    token = issuer.mint_token("admin")
+    await auth.verify(token)
+    header, _payload, signature = token.split(".")
+    tampered_claims = {**segments(token)[1], "roles": ["admin"], "sub": "someone-else"}
+    tampered = f"{header}.{b64(json.dumps(tampered_claims).encode())}.{signature}"
+    with pytest.raises(AuthError, match="invalid_token"):
+        await auth.verify(tampered)
+
+
 async def test_an_audience_list_needs_to_contain_ours(issuer, auth):
     token = issuer.mint_token("admin", audience=["crm-api", "c360"])
     assert (await auth.verify(token)).roles == {"admin"}
