@@ -8,6 +8,7 @@ here can leak into another principal's response.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -64,8 +65,9 @@ class Loaders:
             self._loaders[key] = loader
         return loader
 
-    async def load(self, connector: Connector, method: str, key: str) -> Any:
-        return await self.get(connector, method).load(key)
+    def load(self, connector: Connector, method: str, key: str) -> asyncio.Future[Any]:
+        """The loader's own future: awaiting or gathering it costs no task."""
+        return self.get(connector, method).load(key)
 
 
 @dataclass

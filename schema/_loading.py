@@ -25,16 +25,37 @@ async def load(info: Ctx, connector: Connector, method: str, key: str) -> Any:
         found = await info.context.loaders.load(connector, method, key)
     except UpstreamError as exc:
         raise upstream_error(exc) from exc
-    if info.context.loaders.scope.stale:
-        # Served from a stale cache entry? Name the field it ended up in.
-        for note in info.context.loaders.scope.stale:
-            if (note.source, note.operation, note.key) == (connector.name, method, key):
-                info.context.stale_paths[(connector.name, method, key)] = info.path.as_list()
+    _note_stale(info, ((connector, method, key),))
     return found
 
 
 async def gather_loads(info: Ctx, calls: Iterable[tuple[Connector, str, str]]) -> list[Any]:
-    return list(await asyncio.gather(*(load(info, c, method, key) for c, method, key in calls)))
+    """Several loads at once; the first upstream failure fails the field."""
+    calls = list(calls)
+    loaders = info.context.loaders
+    # The loaders' futures themselves: gathering coroutines would cost a task each.
+    found = await asyncio.gather(
+        *(loaders.load(c, method, key) for c, method, key in calls), return_exceptions=True
+    )
+    for result in found:
+        if isinstance(result, UpstreamError):
+            raise upstream_error(result) from result
+        if isinstance(result, BaseException):
+            raise result
+    _note_stale(info, calls)
+    return found
+
+
+def _note_stale(info: Ctx, calls: Iterable[tuple[Connector, str, str]]) -> None:
+    stale = info.context.loaders.scope.stale
+    if not stale:
+        return
+    # Served from a stale cache entry? Name the field it ended up in.
+    wanted = {(c.name, method, key) for c, method, key in calls}
+    for note in stale:
+        where = (note.source, note.operation, note.key)
+        if where in wanted:
+            info.context.stale_paths[where] = info.path.as_list()
 
 
 def timestamp(when: datetime | None) -> float:

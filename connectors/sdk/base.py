@@ -105,7 +105,12 @@ async def gather_chunks(
     fetch: Callable[[Sequence[K]], Awaitable[Mapping[K, V]]],
 ) -> dict[K, V]:
     """Run ``fetch`` over ``keys`` in chunks of ``size``, concurrently, and merge."""
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
     unique = list(dict.fromkeys(keys))
+    if len(unique) <= size:
+        # The usual case: one chunk needs no task of its own.
+        return dict(await fetch(unique)) if unique else {}
     merged: dict[K, V] = {}
     for part in await asyncio.gather(*(fetch(chunk) for chunk in chunked(unique, size))):
         merged.update(part)
