@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -63,9 +64,20 @@ class Telemetry:
             registry=self.registry,
         )
 
+        # Labelled children by label values: .labels() validates and locks on
+        # every call, and these hooks run for every key of every batch.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def observe_cache(self, event: str, source: str) -> None:
         """The cache layer's on_event hook; redis_error and fail_open also log a warning."""
-        self.cache_events.labels(source, event).inc()
+        self._child(self.cache_events, source, event).inc()
         if event in ("redis_error", "fail_open"):
             now = time.monotonic()
             # One line per 10 s is a warning; one per request would be a flood.
@@ -74,12 +86,12 @@ class Telemetry:
                 logger.warning("cache %s (%s): serving from the upstreams", event, source)
 
     def observe_resilience(self, source: str, event: str) -> None:
-        self.resilience_events.labels(source, event).inc()
+        self._child(self.resilience_events, source, event).inc()
 
     def observe_upstream(self, source: str, operation: str, outcome: str, seconds: float) -> None:
         """The connectors' RequestObserver."""
-        self.upstream_requests.labels(source, operation, outcome).inc()
-        self.upstream_latency.labels(source, operation).observe(seconds)
+        self._child(self.upstream_requests, source, operation, outcome).inc()
+        self._child(self.upstream_latency, source, operation).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
