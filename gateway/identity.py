@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import fnmatch
+import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +86,7 @@ class IdentitySettings:
 
     def email_key(self, value: str | None) -> str | None:
         email = normalize_email(value)
-        if email is None or any(fnmatch.fnmatchcase(email, p) for p in self.blocked_emails):
+        if email is None or _blocked(self.blocked_emails).match(email):
             return None
         return email
 
@@ -93,6 +95,14 @@ class IdentitySettings:
         if phone is None or phone in self.blocked_phones:
             return None
         return phone
+
+
+@functools.lru_cache(maxsize=16)
+def _blocked(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for every glob: resolution checks each email it sees."""
+    if not patterns:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
 
 
 def identity_settings_from_mapping(raw: Any) -> IdentitySettings:
