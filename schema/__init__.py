@@ -6,6 +6,7 @@ import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from schema._logging import GatewaySchema
 from schema.customer import Customer
 from schema.extensions import HardeningLimits, hardening_extensions
 from schema.extensions.stale import StaleNotes
@@ -18,7 +19,7 @@ def build_schema(
     limits: HardeningLimits | None = None, *, hardened: bool = True
 ) -> strawberry.Schema:
     """The schema; ``hardened=False`` (the demo only) allows introspection."""
-    return strawberry.Schema(
+    return GatewaySchema(
         query=Query,
         config=StrawberryConfig(auto_camel_case=True),
         extensions=[

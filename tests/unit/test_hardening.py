@@ -20,6 +20,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionResult
 
 from gateway.config import ConfigError
+from schema._logging import GatewaySchema
 from schema.extensions import HardeningLimits, hardening_extensions, limits_from_mapping
 from schema.query import Query
 
@@ -60,7 +61,7 @@ def make_schema(
     if cached:
         # What the gateway runs: the limits must hold with both caches in front.
         extensions += [lambda: ParserCache(maxsize=64), lambda: ValidationCache(maxsize=64)]
-    return strawberry.Schema(
+    return GatewaySchema(
         query=Query,
         config=StrawberryConfig(auto_camel_case=True),
         extensions=[*extensions, *extra],
@@ -427,6 +428,23 @@ async def test_coded_and_request_errors_pass_through() -> None:
     assert "exactly one" in result.errors[0].message  # type: ignore[index]
     result, _ = await run(schema, "{ customer(email: 1) { id } }")
     assert result.errors and result.errors[0].message != "Internal error"
+
+
+async def test_each_error_is_logged_once_and_only_unexpected_ones_with_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    schema = make_schema()
+    await run(schema, "{ customer { id } }")  # coded: bad input
+    await run(schema, "{ customer(email: 1) { id } }")  # a validation error
+    await run(schema, '{ customer(email: "a@x.io") { id } }')  # a bug: masked
+    logged = [r for r in caplog.records if r.name in ("c360.graphql", "strawberry.execution")]
+    assert [(r.name, r.levelno, bool(r.exc_info)) for r in logged] == [
+        ("c360.graphql", logging.INFO, False),
+        ("c360.graphql", logging.INFO, False),
+        ("c360.graphql", logging.ERROR, True),
+    ]
+    assert "BAD_USER_INPUT" in logged[0].getMessage()
 
 
 class _BrokenExtension(SchemaExtension):
