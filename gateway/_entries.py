@@ -5,10 +5,15 @@ bytes and back, and store failures into a ``None`` answer plus events, so the
 layer above only decides what to serve. Cache keys look like
 ``c360:v1:{connector}:{method}:{hmac}``: the key itself (often an email) only
 ever appears as a keyed hash.
+
+A store that ``holds_objects`` (in this process) is given :class:`Entry`
+objects whose values :func:`~gateway._codec.freeze` made shareable, so a hit
+there decodes nothing; bytes found in it are still decoded.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -26,6 +31,8 @@ log = logging.getLogger("c360.cache")
 
 ABSENT: Any = object()  # the source does not know this key
 _PREFIX = "c360:v1:"
+# Store keys remembered per Entries: the hot keys of a busy gateway, a few MB at most.
+_KEY_MEMO = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +60,18 @@ class Entries:
         emit: Callable[[str, str], None],
     ) -> None:
         self.store = store
-        self._secret = secret
         self._clock = clock
         self._emit = emit
+        self._objects = store.holds_objects
 
-    def data_key(self, source: str, method: str, key: str) -> str:
-        message = f"{source}\0{method}\0{key}".encode()
-        digest = hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
-        return f"{_PREFIX}{source}:{method}:{digest}"
+        # The secret never changes, so neither does a key's hash: skip the HMAC when hot.
+        @functools.lru_cache(maxsize=_KEY_MEMO)
+        def data_key(source: str, method: str, key: str) -> str:
+            message = f"{source}\0{method}\0{key}".encode()
+            digest = hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+            return f"{_PREFIX}{source}:{method}:{digest}"
+
+        self.data_key: Callable[[str, str, str], str] = data_key
 
     def lock_key(self, source: str, method: str, key: str) -> str:
         return f"{_PREFIX}lock:{self.data_key(source, method, key).removeprefix(_PREFIX)}"
@@ -70,9 +81,11 @@ class Entries:
             self._emit("redis_error", source)
             log.warning("cache store failed (%s); %s goes to the upstream", exc, source)
 
-    def _decode(self, source: str, raw: bytes | None) -> Entry | None:
+    def _decode(self, source: str, raw: Any) -> Entry | None:
         if raw is None:
             return None
+        if type(raw) is Entry:
+            return raw
         try:
             envelope = _codec.loads(raw)
             stored_at = envelope["t"]
@@ -90,8 +103,12 @@ class Entries:
         except StoreError as exc:
             self.failed(source, exc)
             return None
-        decoded = {key: self._decode(source, raw) for key, raw in zip(keys, raws, strict=True)}
-        return {key: entry for key, entry in decoded.items() if entry is not None}
+        found: dict[str, Entry] = {}
+        for key, raw in zip(keys, raws, strict=True):
+            entry = raw if type(raw) is Entry else self._decode(source, raw)
+            if entry is not None:
+                found[key] = entry
+        return found
 
     async def peek(
         self, source: str, method: str, keys: Sequence[str]
@@ -115,23 +132,28 @@ class Entries:
     async def write(self, source: str, method: str, outcomes: Mapping[str, Any], ttl: Ttl) -> None:
         """Store values and ``ABSENT`` markers; exceptions are not cached."""
         now = self._clock()
-        items: list[tuple[str, bytes, float]] = []
+        items: list[tuple[str, Entry | bytes, float]] = []
         for key, outcome in outcomes.items():
             if isinstance(outcome, BaseException):
                 continue
             negative = outcome is ABSENT
-            envelope: dict[str, Any] = {"t": now} if negative else {"t": now, "v": outcome}
             try:
-                blob = _codec.dumps(envelope)
+                stored = self._encode(now, outcome)
             except _codec.CodecError:
                 log.exception("%s.%s returned a value the cache cannot hold", source, method)
                 continue
             expires = ttl.negative if negative else ttl.max_stale
-            items.append((self.data_key(source, method, key), blob, expires))
+            items.append((self.data_key(source, method, key), stored, expires))
         try:
             await self.store.set_many(items)
         except StoreError as exc:
             self.failed(source, exc)
+
+    def _encode(self, now: float, outcome: Any) -> Entry | bytes:
+        if self._objects:
+            return Entry(now, outcome if outcome is ABSENT else _codec.freeze(outcome))
+        envelope: dict[str, Any] = {"t": now} if outcome is ABSENT else {"t": now, "v": outcome}
+        return _codec.dumps(envelope)
 
     async def lock(
         self, source: str, method: str, keys: Sequence[str], token: str, ttl: float

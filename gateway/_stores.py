@@ -61,11 +61,15 @@ class StoreUnavailable(StoreError):
 class Store(Protocol):
     #: True when other processes see the same data, so cross-process locks matter.
     shared: bool
+    #: True when values stay in this process as they were given, not as bytes:
+    #: the cache then stores decoded entries, and a hit decodes nothing.
+    holds_objects: bool
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """Each key's value, ``None`` if missing: bytes, unless the store ``holds_objects``."""
 
-    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
-        """Store ``(key, value, ttl seconds)`` triples."""
+    async def set_many(self, items: Sequence[tuple[str, Any, float]]) -> None:
+        """Store ``(key, value, ttl seconds)``; values are bytes unless ``holds_objects``."""
 
     async def delete_many(self, keys: Sequence[str]) -> None: ...
 
@@ -79,25 +83,35 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """A bounded LRU with per-item expiry, for one process (``c360 demo``)."""
+    """A bounded LRU with per-item expiry, for one process (``c360 demo``).
+
+    It holds objects: whatever :meth:`set_many` is given comes back as is.
+    """
 
     shared = False
+    holds_objects = True
 
     def __init__(
         self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._items: TLRUCache[str, tuple[bytes, float]] = TLRUCache(
+        self._items: TLRUCache[str, tuple[object, float]] = TLRUCache(
             maxsize=max_entries, ttu=lambda _key, item, now: now + item[1], timer=clock
         )
 
     def __len__(self) -> int:
         return len(self._items)
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        found = [self._items.get(key) for key in keys]
-        return [item[0] if item else None for item in found]
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        items, found = self._items, []
+        for key in keys:
+            # One lookup: TLRUCache.get asks ``key in self`` and then reads it again.
+            try:
+                found.append(items[key][0])
+            except KeyError:  # missing or expired
+                found.append(None)
+        return found
 
-    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+    async def set_many(self, items: Sequence[tuple[str, Any, float]]) -> None:
         for key, value, ttl in items:
             if ttl > 0:
                 self._items[key] = (value, ttl)
@@ -136,6 +150,7 @@ class RedisStore:
     """
 
     shared = True
+    holds_objects = False
 
     def __init__(
         self,

@@ -108,37 +108,44 @@ class CacheLayer:
         if not ttl.enabled or self._closed:
             return await self._inner(connector, method, keys, scope)
         unique = list(dict.fromkeys(keys))
-        entries = await self._entries.read(source, method, unique)
-        if entries is None:
+        read = await self._entries.read(source, method, unique)
+        if read is None:
             self._emit("fail_open", source)
+        entries = read or {}
         now = self._clock()
         found: dict[str, Any] = {}
         fallback: dict[str, tuple[Any, float]] = {}
         need: list[str] = []
         refresh: list[str] = []
         for key in unique:
-            entry = (entries or {}).get(key)
-            age = now - entry.stored_at if entry else 0.0
-            if entry is not None and age < entry.fresh_for(ttl):
+            entry = entries.get(key)
+            if entry is None:
+                self._emit("miss", source)
+                need.append(key)
+                continue
+            # Entry.fresh_for and .negative inlined: this loop is every hit's cost.
+            value, age = entry.value, now - entry.stored_at
+            negative = value is ABSENT
+            if age < (ttl.negative if negative else ttl.soft):
                 self._emit("hit", source)
-            elif entry is not None and not entry.negative and age < ttl.hard:
+                if not negative:
+                    found[key] = value
+            elif not negative and age < ttl.hard:
                 self._emit("stale", source)
                 scope.stale.append(StaleNote(source, method, key, round(age, 3)))
                 refresh.append(key)
+                found[key] = value
             else:
                 self._emit("miss", source)
-                if entry is not None and not entry.negative and age < ttl.max_stale:
-                    fallback[key] = (entry.value, age)
+                if not negative and age < ttl.max_stale:
+                    fallback[key] = (value, age)
                 need.append(key)
-                continue
-            if not entry.negative:
-                found[key] = entry.value
         if refresh:
             self._refresh(connector, method, refresh)
         if not need:
             return found
         failed: list[BaseException] = []
-        loaded = await self._load(connector, method, need, scope, use_store=entries is not None)
+        loaded = await self._load(connector, method, need, scope, use_store=read is not None)
         for key, outcome in loaded.items():
             if not isinstance(outcome, BaseException):
                 if outcome is not ABSENT:

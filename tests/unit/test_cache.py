@@ -91,6 +91,12 @@ class SharedMemoryStore(MemoryStore):
     shared = True
 
 
+class BytesMemoryStore(MemoryStore):
+    """A memory store that keeps bytes, as Redis does: the codec path."""
+
+    holds_objects = False
+
+
 @pytest.fixture
 def clock():
     return Clock()
@@ -106,13 +112,13 @@ def events():
     return Events()
 
 
-@pytest.fixture
-async def make_layer(clock, events):
+@pytest.fixture(params=[MemoryStore, BytesMemoryStore], ids=["objects", "bytes"])
+async def make_layer(request, clock, events):
     layers = []
 
     def make(inner, *, store=None, policy=None, **kwargs):
         layer = CacheLayer(
-            MemoryStore(clock=clock) if store is None else store,
+            request.param(clock=clock) if store is None else store,
             inner,
             policy=policy or CachePolicy(default=TTL, lock_ttl=2.0),
             secret=b"s" * 32,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -23,7 +24,7 @@ from connectors.sdk import (
     Subscription,
     Ticket,
 )
-from gateway._codec import CodecError, dumps, loads
+from gateway._codec import CodecError, FrozenDict, FrozenList, dumps, freeze, loads
 
 text = st.text(max_size=12)
 maybe_text = st.none() | text
@@ -126,11 +127,12 @@ class NotARecord:
     pass
 
 
-def test_values_outside_the_models_are_refused():
+@pytest.mark.parametrize("encode", [dumps, freeze])
+def test_values_outside_the_models_are_refused(encode):
     with pytest.raises(CodecError, match="NotARecord"):
-        dumps([NotARecord()])
+        encode([NotARecord()])
     with pytest.raises(CodecError):
-        dumps({"when": datetime(2024, 1, 1).time()})
+        encode({"when": datetime(2024, 1, 1).time()})
 
 
 @pytest.mark.parametrize(
@@ -150,3 +152,64 @@ def test_values_outside_the_models_are_refused():
 def test_anything_else_fails_to_decode_with_a_codec_error(blob):
     with pytest.raises(CodecError):
         loads(blob)
+
+
+def _shape(value):
+    """The container types of a value, all the way down (lists and dicts as such)."""
+    if isinstance(value, list):
+        return ["list", *(_shape(item) for item in value)]
+    if isinstance(value, tuple):
+        return ["tuple", *(_shape(item) for item in value)]
+    if isinstance(value, dict):
+        return ["dict", *((type(k), _shape(v)) for k, v in value.items())]
+    if hasattr(value, "__dataclass_fields__"):
+        return [type(value), *(_shape(getattr(value, name)) for name in value.__dataclass_fields__)]
+    return type(value)
+
+
+@given(answer)
+def test_freezing_gives_what_a_round_trip_through_the_store_gives(value):
+    frozen = freeze(value)
+    assert frozen == loads(dumps(value)) == value
+    assert _shape(frozen) == _shape(loads(dumps(value)))
+
+
+def test_freezing_normalises_mappings_and_tuples_as_the_json_round_trip_does():
+    odd = {Domain.CRM: (1, [2]), "$": "x"}
+    assert freeze(odd) == loads(dumps(odd))
+    plain = {Domain.CRM: "a"}
+    assert type(next(iter(freeze(plain)))) is type(next(iter(loads(dumps(plain))))) is str
+    assert freeze({1: "a", ("x", 2): "b"}) == {1: "a", ("x", 2): "b"}
+    assert freeze(Domain.CRM) is Domain.CRM
+
+
+def test_a_frozen_value_cannot_be_changed_in_place_but_copies_can():
+    ref = SourceRef(system="crm", record_id="1")
+    people = freeze([Person(source=ref, links={"zendesk": "z1"})])
+    with pytest.raises(TypeError, match="shared"):
+        people.append(people[0])
+    with pytest.raises(TypeError, match="shared"):
+        people[0].links["stripe"] = "cus_1"
+    with pytest.raises(TypeError, match="shared"):
+        people += []
+    assert people == [Person(source=ref, links={"zendesk": "z1"})]
+    for mine in (list(people), people[:], copy.copy(people), copy.deepcopy(people)):
+        mine.append(people[0])
+        assert len(mine) == 2
+    assert type(pickle.loads(pickle.dumps(people))) is list
+    links = copy.copy(people[0].links)
+    links["stripe"] = "cus_1"
+    assert json.loads(json.dumps(people[0].links)) == {"zendesk": "z1"}
+
+
+def test_freezing_copies_what_could_change_and_keeps_what_cannot():
+    ref = SourceRef(system="crm", record_id="1")
+    ticket = Ticket(source=ref, subject="Help")
+    person = Person(source=ref, links={"zendesk": "z1"})
+    answer = [ticket, person]
+    frozen = freeze(answer)
+    assert frozen[0] is ticket  # immutable all the way down: shared
+    assert frozen[1] is not person and frozen[1].links is not person.links
+    person.links["stripe"] = "cus_1"  # the caller's own copy stays theirs
+    assert frozen[1].links == {"zendesk": "z1"}
+    assert isinstance(frozen, FrozenList) and isinstance(frozen[1].links, FrozenDict)
