@@ -10,6 +10,7 @@ the sandbox (:mod:`._sosl_parse`, :mod:`._sosl_index`) splits text the same way.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -64,6 +65,9 @@ def search_text(text: str) -> str | None:
     return " ".join(words) or None
 
 
+# Parsing costs ~15 µs a number, and each lookup by phone asks about the same
+# few numbers again (the connector checks and then uses every term).
+@functools.lru_cache(maxsize=4096)
 def phone_term(e164: str) -> str | None:
     """The national number's digits (``4155550123`` for ``+14155550123``): what
     a search in phone fields matches whatever format the record stores."""

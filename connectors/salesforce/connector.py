@@ -146,6 +146,9 @@ class SalesforceConnector(CrmConnector):
 
         # Chunks vary in size (see pack), so gather_chunks' fixed size does not fit.
         chunks = pack(wanted, self.options.emails_per_query, IN_LIST_CHARS)
+        if len(chunks) == 1:
+            # The usual case: one chunk needs no task of its own (as in gather_chunks).
+            return await fetch(chunks[0])
         merged: dict[str, list[Person]] = {}
         for part in await asyncio.gather(*(fetch(chunk) for chunk in chunks)):
             merged.update(part)

@@ -38,7 +38,8 @@ def _protocol(message: str) -> UpstreamProtocolError:
 
 
 def _record(value: Any, what: str) -> Record:
-    if not isinstance(value, Mapping):
+    # A dict is a Mapping; checking its type first skips the slow ABC check.
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise _protocol(f"salesforce sent a {type(value).__name__} where a {what} record belongs")
     if not isinstance(value.get("Id"), str) or not value["Id"]:
         raise _protocol(f"salesforce sent a {what} record without an Id")
@@ -64,14 +65,18 @@ def parse_datetime(value: Any) -> datetime | None:
     """Salesforce's ``2026-05-01T10:00:00.000+0000`` (or ISO 8601) as aware UTC."""
     if not isinstance(value, str) or not value:
         return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
-        try:
-            return datetime.strptime(value, fmt).astimezone(UTC)
-        except ValueError:
-            continue
+    # fromisoformat reads Salesforce's form in well under a microsecond, strptime
+    # takes ~10: it goes first. Wherever both read a string they agree, so
+    # strptime is only asked about what fromisoformat refuses (single-digit
+    # fields, non-ASCII digits), as the last resort it used to be the first.
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
+        for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+            try:
+                return datetime.strptime(value, fmt).astimezone(UTC)
+            except ValueError:
+                continue
         return None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 

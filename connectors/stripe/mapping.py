@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from connectors.sdk import (
     Invoice,
@@ -40,8 +40,13 @@ def _protocol(message: str) -> UpstreamProtocolError:
     return UpstreamProtocolError(message, source=SOURCE)
 
 
+def _is_object(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    # A dict is a Mapping; checking its type first skips the slow ABC check.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _object(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise _protocol(f"stripe sent {type(value).__name__} where {what} was expected")
     return value
 
@@ -72,7 +77,9 @@ def _time(value: Any) -> datetime | None:
 
 def _ref(value: Any) -> str | None:
     """An id field that is either the id or, when expanded, the object."""
-    if isinstance(value, Mapping):
+    if type(value) is str:
+        return value or None
+    if _is_object(value):
         return _str(value.get("id"))
     return _str(value)
 
@@ -91,11 +98,13 @@ def list_data(body: Any, what: str = "a Stripe list") -> list[Any]:
     return data
 
 
-def _source(obj: Mapping[str, Any], kind: str, object_id: str) -> SourceRef:
+def _source(
+    obj: Mapping[str, Any], kind: str, object_id: str, created: datetime | None
+) -> SourceRef:
     return SourceRef(
         system=SOURCE,
         record_id=object_id,
-        updated_at=_time(obj.get("created")),
+        updated_at=created,
         url=dashboard_url(kind, object_id, obj.get("livemode")),
     )
 
@@ -114,7 +123,7 @@ def person_from_customer(value: Any) -> Person | None:
     raw_email = _str(obj.get("email"))
     metadata = obj.get("metadata")
     links: dict[str, str] = {}
-    if isinstance(metadata, Mapping) and (crm_id := _str(metadata.get("salesforce_id"))):
+    if _is_object(metadata) and (crm_id := _str(metadata.get("salesforce_id"))):
         links["salesforce"] = crm_id
     subscriptions: tuple[Subscription, ...] = ()
     embedded = obj.get("subscriptions")
@@ -124,7 +133,7 @@ def person_from_customer(value: Any) -> Person | None:
             for item in list_data(embedded, "a customer's subscriptions list")
         )
     return Person(
-        source=_source(obj, "customers", customer_id),
+        source=_source(obj, "customers", customer_id, _time(obj.get("created"))),
         name=_str(obj.get("name")),
         email=normalize_email(raw_email) or (raw_email.strip() if raw_email else None),
         phone=_str(obj.get("phone")),
@@ -154,13 +163,13 @@ def subscription_from_stripe(value: Any) -> Subscription:
     for index, raw_item in enumerate(items):
         item = _object(raw_item, "a subscription item")
         price = item.get("price")
-        price = price if isinstance(price, Mapping) else {}
+        price = price if _is_object(price) else {}
         if index == 0:
             product = price.get("product")
-            product_name = _str(product.get("name")) if isinstance(product, Mapping) else None
+            product_name = _str(product.get("name")) if _is_object(product) else None
             plan = _str(price.get("nickname")) or product_name or _str(price.get("id"))
             recurring = price.get("recurring")
-            if isinstance(recurring, Mapping):
+            if _is_object(recurring):
                 interval = _str(recurring.get("interval"))
             currency = currency or _str(price.get("currency"))
             period_end = period_end or _time(item.get("current_period_end"))
@@ -169,7 +178,7 @@ def subscription_from_stripe(value: Any) -> Subscription:
             quantity = _int(item.get("quantity"))
             amount = (amount or 0) + unit_amount * (1 if quantity is None else quantity)
     return Subscription(
-        source=_source(obj, "subscriptions", subscription_id),
+        source=_source(obj, "subscriptions", subscription_id, _time(obj.get("created"))),
         customer_id=_ref(obj.get("customer")),
         status=_str(obj.get("status")),
         plan=plan,
@@ -183,12 +192,13 @@ def subscription_from_stripe(value: Any) -> Subscription:
 def invoice_from_stripe(value: Any) -> Invoice:
     obj = _object(value, "an invoice object")
     invoice_id = _id(obj, "an invoice")
+    created = _time(obj.get("created"))
     return Invoice(
-        source=_source(obj, "invoices", invoice_id),
+        source=_source(obj, "invoices", invoice_id, created),
         customer_id=_ref(obj.get("customer")),
         status=_str(obj.get("status")),
         amount_due=_int(obj.get("amount_due")),
         amount_paid=_int(obj.get("amount_paid")),
         currency=_str(obj.get("currency")),
-        created_at=_time(obj.get("created")),
+        created_at=created,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -173,6 +174,13 @@ def test_opportunity_maps_amount_and_close_date() -> None:
         ("2026-05-01T12:00:00.000+0200", datetime(2026, 5, 1, 10, tzinfo=UTC)),
         ("2026-05-01T10:00:00Z", datetime(2026, 5, 1, 10, tzinfo=UTC)),
         ("2026-05-01T10:00:00", datetime(2026, 5, 1, 10, tzinfo=UTC)),
+        ("2026-05-01T10:00:00.123456-0530", datetime(2026, 5, 1, 15, 30, 0, 123456, tzinfo=UTC)),
+        ("2026-05-01T10:00:00.5+00:00", datetime(2026, 5, 1, 10, 0, 0, 500000, tzinfo=UTC)),
+        # Single-digit fields: only strptime reads these.
+        ("2026-5-1T9:5:7.25+0000", datetime(2026, 5, 1, 9, 5, 7, 250000, tzinfo=UTC)),
+        ("2026-5-1T9:5:7+0100", datetime(2026, 5, 1, 8, 5, 7, tzinfo=UTC)),
+        ("2026-02-30T10:00:00.000+0000", None),
+        ("2026-05-01T24:00:00.000+0000", None),
         ("yesterday", None),
         (1_700_000_000, None),
         (None, None),
@@ -200,6 +208,27 @@ def test_quote_escapes_reserved_characters() -> None:
     assert quote("back\\slash") == "'back\\\\slash'"
     assert quote("line\nbreak") == "'line\\nbreak'"
     assert in_list(["a", "b'c"]) == "('a', 'b\\'c')"
+
+
+@pytest.mark.parametrize(
+    ("char", "escaped"),
+    [
+        ("'", "\\'"),
+        ('"', '\\"'),
+        ("\\", "\\\\"),
+        ("\n", "\\n"),
+        ("\r", "\\r"),
+        ("\t", "\\t"),
+        ("\b", "\\b"),
+        ("\f", "\\f"),
+    ],
+)
+def test_quote_escapes_every_reserved_character(char: str, escaped: str) -> None:
+    assert quote(f"a{char}b{char}") == f"'a{escaped}b{escaped}'"
+
+
+def test_quote_leaves_other_text_alone() -> None:
+    assert quote("ü ok-._~%+@(x)") == "'ü ok-._~%+@(x)'"
 
 
 def test_quoted_literals_parse_back_to_the_same_values() -> None:
@@ -255,6 +284,24 @@ def test_pack_respects_count_and_encoded_length() -> None:
     assert sum(len(c) for c in chunks) == 250
     assert len(chunks) > 1
     assert all(len(quote_plus(in_list(c))) <= 2_000 for c in chunks)
+
+
+def test_pack_counts_each_literal_as_it_is_url_encoded() -> None:
+    # Spaces become "+", unreserved characters stay, anything else (quotes,
+    # escapes, "@", non-ASCII bytes) becomes %XX: the chunks fill up to the limit.
+    emails = [f"o'brien {i}@exämple.com~_.-\\\t{'x' * (i % 7)}" for i in range(60)]
+
+    def cost(value: str) -> int:
+        return len(quote_plus(quote(value))) + len(quote_plus(", "))
+
+    limit = 500
+    chunks = pack(emails, 500, limit)
+    assert [e for c in chunks for e in c] == emails
+    assert len(chunks) > 2
+    for chunk, following in itertools.pairwise(chunks):
+        used = sum(cost(e) for e in chunk)
+        assert used <= limit < used + cost(following[0])
+    assert sum(cost(e) for e in chunks[-1]) <= limit
 
 
 def test_record_id_shape() -> None:

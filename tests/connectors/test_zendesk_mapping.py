@@ -274,6 +274,43 @@ async def test_next_page_to_another_host_is_refused() -> None:
     assert hosts == ["acme.zendesk.com"]
 
 
+@pytest.mark.parametrize(
+    ("link", "followed"),
+    [
+        (f"{BASE}/api/v2/search.json?page=2", True),
+        (f"{BASE}/api/v2/../v2/search.json?page=2", True),
+        ("https://ACME.zendesk.com:443/api/v2/search.json?page=2", True),
+        ("http://acme.zendesk.com/api/v2/search.json?page=2", False),
+        ("https://acme.zendesk.com:8443/api/v2/search.json?page=2", False),
+        ("https://acme.zendesk.com.evil.example/api/v2/search.json", False),
+        ("https://acme.zendesk.com@evil.example/api/v2/search.json", False),
+        ("https://evil.example/?next=https://acme.zendesk.com/", False),
+    ],
+)
+async def test_next_page_is_followed_only_back_to_the_same_zendesk(
+    link: str, followed: bool
+) -> None:
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        first = len(sent) == 1
+        return _response(200, {"results": [], "count": 200, "next_page": link if first else None})
+
+    connector = _connector(handler)
+    try:
+        if followed:
+            assert await connector.requesters_by_email(["a@b.c"]) == {}
+        else:
+            with pytest.raises(UpstreamProtocolError, match="outside the configured base URL"):
+                await connector.requesters_by_email(["a@b.c"])
+    finally:
+        await connector.close()
+    assert len(sent) == (2 if followed else 1)
+    if followed:
+        assert httpx.URL(sent[1]).host == "acme.zendesk.com"
+
+
 async def test_credentials_and_options_are_checked_and_secrets_hidden() -> None:
     with pytest.raises(ConfigurationError):
         ZendeskConnector(ConnectorSettings(base_url=BASE, credentials={"email": "a@b.c"}))
