@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -13,9 +13,6 @@ from connectors.sdk import ErrorPolicy, PageRequest, UpstreamProtocolError
 from connectors.zendesk import mapping
 
 __all__ = ["SameOriginNextPage", "ZendeskAuth", "ZendeskErrorPolicy"]
-
-# httpx refuses longer URLs.
-_MAX_URL_LENGTH = 65536
 
 
 class ZendeskErrorPolicy(ErrorPolicy):
@@ -75,33 +72,11 @@ class SameOriginNextPage:
     Zendesk: the client attaches credentials to every request it sends."""
 
     base: httpx.URL
-    # Links starting with this are same-origin and under the base path without
-    # parsing them (None when the base has a path: dot segments would need it).
-    _prefix: str | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        base = self.base
-        prefix = None
-        if base.is_absolute_url and base.raw_path == b"/":
-            prefix = f"{base.scheme}://{base.netloc.decode('ascii')}/"
-        object.__setattr__(self, "_prefix", prefix)
 
     def next(self, body: Any, current: PageRequest) -> PageRequest | None:
         nxt = mapping.next_page_of(body)
         if nxt is None:
             return None
-        # Under a root base every path qualifies, so scheme and authority are
-        # all there is to compare; the other guards are the cases in which
-        # httpx would refuse the link as a URL (and so must see it here).
-        prefix = self._prefix
-        if (
-            prefix is not None
-            and nxt.startswith(prefix)
-            and len(nxt) < _MAX_URL_LENGTH
-            and nxt.isascii()
-            and nxt.isprintable()
-        ):
-            return PageRequest(nxt, None)
         url = httpx.URL(nxt)
         same = (url.scheme, url.host, url.port) == (
             self.base.scheme,
