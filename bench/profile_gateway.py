@@ -214,6 +214,7 @@ def profile_pyspy(
     concurrency: int,
     options: GatewayOptions,
     headers: Mapping[str, str] | None,
+    stacks: Path | None = None,
 ) -> dict[str, Any]:
     pyspy = pyspy_path()
     if pyspy is None:
@@ -238,6 +239,8 @@ def profile_pyspy(
             cpu1, t1 = tree_cpu(gw.pid), time.perf_counter()
             stdout, _ = load.communicate(timeout=seconds + 60)
             text = out.read_text(encoding="utf-8")
+    if stacks is not None:
+        stacks.write_text(text, encoding="utf-8")
     load_result = json.loads(stdout.decode().strip().splitlines()[-1])
     result = parse_pyspy_raw(text)
     requests = load_result["rps"] * (t1 - t0)
@@ -381,10 +384,19 @@ def profile(
     seconds: float = 10.0,
     concurrency: int = 8,
     profiler: str = "auto",
+    stacks: Path | None = None,
 ) -> dict[str, Any]:
     use_pyspy = profiler == "py-spy" or (profiler == "auto" and pyspy_path() is not None)
-    run = profile_pyspy if use_pyspy else profile_cprofile
-    return run(
+    if use_pyspy:
+        return profile_pyspy(
+            sandbox_url,
+            seconds=seconds,
+            concurrency=concurrency,
+            options=options,
+            headers=headers,
+            stacks=stacks,
+        )
+    return profile_cprofile(
         sandbox_url, seconds=seconds, concurrency=concurrency, options=options, headers=headers
     )
 
@@ -436,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-auth", action="store_true", help="gateway.insecure_no_auth")
     parser.add_argument("--profiler", default="auto", choices=["auto", "py-spy", "cprofile"])
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument(
+        "--stacks", type=Path, default=None, help="keep py-spy's collapsed stacks in this file"
+    )
     args = parser.parse_args(argv)
     with sandbox(latency_ms=0) as sb, issuer() as iss:
         options = GatewayOptions(
@@ -450,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seconds=args.seconds,
             concurrency=args.concurrency,
             profiler=args.profiler,
+            stacks=args.stacks,
         )
     print(report(result, top=args.top))
     return 0

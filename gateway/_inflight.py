@@ -50,14 +50,19 @@ class InFlight(Generic[K, T]):
         deadline: float | None,
         start: Callable[[*Ts], Coroutine[Any, Any, T]],
         *args: *Ts,
+        announce: bool = True,
     ) -> T:
-        """Await the call for ``key``, starting ``start(*args)`` if none is in flight."""
+        """Await the call for ``key``, starting ``start(*args)`` if none is in flight.
+
+        ``announce=False`` keeps a join from ``on_join``: for callers that
+        planned to share the call (merged batches), so it is no news.
+        """
         loop = asyncio.get_running_loop()
         shared = self._calls.get(key)
         if shared is None:
             shared = self._calls[key] = _Shared(deadline)
             shared.task = loop.create_task(self._share(key, shared, start, args))
-        else:
+        elif announce:
             self._on_join(key)
         answer: asyncio.Future[T] = loop.create_future()
         answers = shared.answers
@@ -108,6 +113,9 @@ class InFlight(Generic[K, T]):
         for answer in shared.answers:
             if not answer.done():
                 answer.set_result(result)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._calls
 
     def _forget(self, key: K, shared: _Shared[T]) -> None:
         if self._calls.get(key) is shared:

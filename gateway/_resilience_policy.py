@@ -14,6 +14,7 @@ A connector's ``resilience:`` section overrides the defaults of its vendor
           breaker: {failures: 5, open_for: 30}
           bulkhead: 10               # calls in flight to this vendor at once
           rate_limit: {per_minute: 200, burst: 10}   # or per_second; false = none
+          merge_max_keys: 100        # other requests' keys one call may carry; 0 = none
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ResiliencePolicy:
     bulkhead: int = 10
     rate_per_second: float | None = None
     rate_burst: int = 1
+    merge_max_keys: int = 100
 
     def __post_init__(self) -> None:
         # Messages name the YAML keys so the parser can prefix the section path.
@@ -57,6 +59,7 @@ class ResiliencePolicy:
             (self.bulkhead >= 1, "bulkhead must be >= 1"),
             (self.rate_per_second is None or self.rate_per_second > 0, "rate_limit must be > 0"),
             (self.rate_burst >= 1, "rate_limit.burst must be >= 1"),
+            (self.merge_max_keys >= 0, "merge_max_keys must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -87,6 +90,7 @@ _SECTION_KEYS = {
     "breaker",
     "bulkhead",
     "rate_limit",
+    "merge_max_keys",
 }
 
 
@@ -169,6 +173,8 @@ def policy_from_mapping(
             changes["breaker_open_for"] = _number(breaker["open_for"], f"{path}.breaker.open_for")
     if "bulkhead" in section:
         changes["bulkhead"] = _integer(section["bulkhead"], f"{path}.bulkhead")
+    if "merge_max_keys" in section:
+        changes["merge_max_keys"] = _integer(section["merge_max_keys"], f"{path}.merge_max_keys")
     if "rate_limit" in section:
         changes.update(_rate_limit(section["rate_limit"], f"{path}.rate_limit", base))
     try:

@@ -3,8 +3,15 @@
 :class:`Resilience` is an :data:`~gateway.upstream.UpstreamCall`. For each
 DataLoader batch, outermost first::
 
-    dedup ▸ breaker ▸ bulkhead ▸ retry ▸ ( rate limit ▸ timeout ▸ connector ) per attempt
+    merge ▸ dedup ▸ breaker ▸ bulkhead ▸ retry ▸ ( rate limit ▸ timeout ▸ connector ) per attempt
 
+- merge: batches for the same connector method that different requests
+  dispatch in the same pass of the event loop become one call for the union
+  of their keys (:mod:`gateway._merge`), at most ``merge_max_keys`` keys; each
+  caller gets its own keys' records back. The merged call runs until the
+  latest of the callers' deadlines, and each caller stops waiting at its own.
+  A vendor that rejects a merged call as a bad request (4xx) is asked again
+  per caller, so one request's bad key never fails another request's fields.
 - dedup: identical in-flight calls (connector, method, same keys) share one
   upstream call, also across requests.
 - breaker: after ``breaker_failures`` failed calls in a row the source is cut
@@ -46,6 +53,7 @@ from aiolimiter import AsyncLimiter
 
 from connectors.sdk import (
     Connector,
+    UpstreamBadRequest,
     UpstreamCircuitOpen,
     UpstreamError,
     UpstreamRateLimited,
@@ -53,6 +61,7 @@ from connectors.sdk import (
 )
 from gateway._breaker import Admission, BreakerState, CircuitBreaker, Verdict
 from gateway._inflight import InFlight, WaitExpired
+from gateway._merge import Batch, Merger
 from gateway._resilience_policy import VENDOR_POLICIES, ResiliencePolicy, policy_from_mapping
 from gateway._retry import retry_after_failure
 from gateway.config import Settings
@@ -77,6 +86,7 @@ Observer = Callable[[str, str], None]
 
 EVENTS = frozenset(
     {
+        "merge",  # a call joined another request's batch for the same method
         "dedup",  # a call joined an identical call already in flight
         "short_circuit",  # refused at once: the breaker is open
         "breaker_open",
@@ -142,6 +152,7 @@ class Resilience:
         self._clock = clock
         self._guards: dict[str, _Guard] = {}
         self._in_flight: InFlight[_CallKey, Mapping[str, Any]] = InFlight(on_join=self._joined)
+        self._merger = Merger()
 
     def breaker_state(self, source: str) -> str:
         """``"closed"``, ``"open"`` or ``"half_open"``: for readiness checks and gauges."""
@@ -154,19 +165,79 @@ class Resilience:
         if scope.deadline is not None and asyncio.get_running_loop().time() >= scope.deadline:
             self._emit(source, "deadline")
             raise _QueuedTooLong(f"{source}: the request deadline had passed", source=source)
+        key = (source, method, frozenset(keys))
+        max_keys = self._guard(source).policy.merge_max_keys
+        # The same keys already in flight: joining that call beats a new one.
+        if max_keys and key not in self._in_flight:
+            batch = self._merger.join((source, method), keys, scope.deadline, max_keys)
+            if batch is not None:
+                if batch.callers > 1:
+                    self._emit(source, "merge")
+                await asyncio.sleep(0)  # the batch is sealed after this: see gateway._merge
+                if batch.callers > 1:
+                    return await self._merged(batch, connector, method, keys, scope)
+        return await self._shared(key, scope.deadline, connector, method, keys, scope)
+
+    async def _shared(
+        self,
+        key: _CallKey,
+        deadline: float | None,
+        connector: Connector,
+        method: str,
+        keys: Sequence[str],
+        scope: RequestScope,
+        *,
+        announce: bool = True,
+    ) -> Mapping[str, Any]:
         try:
             return await self._in_flight.run(
-                (source, method, frozenset(keys)),
-                scope.deadline,
-                self._guarded,
-                connector,
-                method,
-                keys,
-                scope,
+                key, deadline, self._guarded, connector, method, keys, scope, announce=announce
             )
         except WaitExpired as exc:
-            self._emit(source, "deadline")
-            raise _QueuedTooLong(f"{source} did not answer in time", source=source) from exc
+            self._emit(key[0], "deadline")
+            raise _QueuedTooLong(f"{key[0]} did not answer in time", source=key[0]) from exc
+
+    async def _merged(
+        self,
+        batch: Batch,
+        connector: Connector,
+        method: str,
+        keys: Sequence[str],
+        scope: RequestScope,
+    ) -> Mapping[str, Any]:
+        source = connector.name
+        merged = list(batch.keys)
+        call = self._shared(
+            (source, method, frozenset(merged)),
+            batch.deadline,
+            connector,
+            method,
+            merged,
+            RequestScope(deadline=batch.deadline),
+            announce=False,
+        )
+        mine = scope.deadline
+        try:
+            if mine is None or (batch.deadline is not None and mine >= batch.deadline):
+                found = await call
+            else:
+                timeout = asyncio.timeout_at(mine)
+                try:
+                    async with timeout:
+                        found = await call
+                except TimeoutError as exc:
+                    if not timeout.expired():
+                        raise
+                    self._emit(source, "deadline")
+                    raise _QueuedTooLong(f"{source} did not answer in time", source=source) from exc
+        except UpstreamBadRequest:
+            if len(merged) == len(keys):  # only this caller's keys: nobody else to blame
+                raise
+            # Maybe another request's key: each caller asks again for its own.
+            return await self._shared(
+                (source, method, frozenset(keys)), mine, connector, method, keys, scope
+            )
+        return {key: found[key] for key in keys if key in found}
 
     def _joined(self, key: _CallKey) -> None:
         self._emit(key[0], "dedup")

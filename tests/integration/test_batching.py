@@ -8,6 +8,8 @@ read, so its member search is the one documented floor of one call per customer.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -79,3 +81,46 @@ def test_same_customer_twice_in_one_query_is_fetched_once(gql, sandbox_url, answ
     routes = httpx.get(f"{sandbox_url}/_sandbox/stats").json()["routes"]
     assert routes["mailchimp GET /3.0/search-members"] == 1
     assert routes["salesforce GET /services/data/{version}/query"] == 1
+
+
+SINGLE = QUERY.replace("$emails: [String!]", "$email: String").replace(
+    "customers(emails: $emails)", "customer(email: $email)"
+)
+
+
+def _calls(sandbox_url: str) -> int:
+    routes = httpx.get(f"{sandbox_url}/_sandbox/stats").json()["routes"]
+    return sum(routes.values())
+
+
+def test_concurrent_requests_each_get_only_their_own_customer(gql, sandbox_url, answer_key):
+    """Requests in flight together may share upstream calls (their batches are
+    merged): each must still get exactly the answer it gets alone."""
+    emails = [p["email"] for p in answer_key if p["in_all"]][60:72]
+    alone = {}
+    httpx.post(f"{sandbox_url}/_sandbox/reset-stats")
+    for email in emails:
+        alone[email] = gql(SINGLE, email=email)
+        assert alone[email]["data"]["customer"]["email"] == email
+    calls_alone = _calls(sandbox_url)
+
+    barrier = threading.Barrier(len(emails))
+
+    def ask(email: str) -> dict:
+        with httpx.Client(timeout=30) as client:
+            # Connected first, so the requests leave together.
+            client.get(gql.url.removesuffix("/graphql") + "/healthz")
+            barrier.wait(timeout=30)
+            response = client.post(
+                gql.url,
+                json={"query": SINGLE, "variables": {"email": email}},
+                headers=gql.headers,
+            )
+        assert response.status_code == 200
+        return response.json()
+
+    httpx.post(f"{sandbox_url}/_sandbox/reset-stats")
+    with ThreadPoolExecutor(len(emails)) as pool:
+        together = dict(zip(emails, pool.map(ask, emails), strict=True))
+    assert together == alone
+    assert _calls(sandbox_url) <= calls_alone

@@ -370,7 +370,7 @@ async def test_a_success_resets_the_failure_count():
 
 async def test_bulkhead_caps_concurrent_calls_per_connector():
     upstream = FakeUpstream(*["hang"] * 5)
-    layer, events = make(upstream, ResiliencePolicy(bulkhead=2))
+    layer, events = make(upstream, ResiliencePolicy(bulkhead=2, merge_max_keys=0))
     tasks = [asyncio.create_task(call(layer, [str(i)])) for i in range(5)]
     await upstream.wait_running(2)
     for _ in range(5):  # give the queued calls every chance to overtake
@@ -398,7 +398,9 @@ async def test_a_full_bulkhead_does_not_hold_a_call_past_its_deadline():
 
 async def test_rate_limit_spaces_calls():
     upstream = FakeUpstream()
-    layer, events = make(upstream, ResiliencePolicy(rate_per_second=50, rate_burst=1))
+    layer, events = make(
+        upstream, ResiliencePolicy(rate_per_second=50, rate_burst=1, merge_max_keys=0)
+    )
     await asyncio.gather(*(call(layer, [str(i)]) for i in range(4)))
     gaps = [b - a for a, b in zip(upstream.started, upstream.started[1:], strict=False)]
     assert len(gaps) == 3
@@ -456,7 +458,8 @@ async def test_backoff_grows_from_the_first_failure(monkeypatch):
     monkeypatch.setattr(random, "uniform", lambda low, high: high)  # jitter at its top
     third = unavailable()
     upstream = FakeUpstream(unavailable(), unavailable(), third)
-    layer, _ = make(upstream, ResiliencePolicy(attempts=3, backoff_initial=0.25, backoff_max=10))
+    policy = ResiliencePolicy(attempts=3, backoff_initial=0.25, backoff_max=10, merge_max_keys=0)
+    layer, _ = make(upstream, policy)
     with pytest.raises(UpstreamUnavailable) as caught:
         await call(layer)
     assert slept == [0.25, 0.5]
@@ -549,6 +552,7 @@ def test_a_resilience_section_overrides_the_vendor_defaults():
             "breaker": {"failures": 4, "open_for": 10},
             "bulkhead": 6,
             "rate_limit": {"per_minute": 700, "burst": 5},
+            "merge_max_keys": 40,
         },
     }
     policy = policy_from_mapping(raw, vendor="zendesk")
@@ -563,6 +567,7 @@ def test_a_resilience_section_overrides_the_vendor_defaults():
         bulkhead=6,
         rate_per_second=700 / 60,
         rate_burst=5,
+        merge_max_keys=40,
     )
     assert policy_from_mapping({"timeout": 7, "resilience": {"timeout": 2}}).timeout == 2
     assert policy_from_mapping({"resilience": {"rate_limit": False}}, vendor="stripe") == (
@@ -592,6 +597,8 @@ def test_a_resilience_section_overrides_the_vendor_defaults():
         ({"rate_limit": {"burst": 3}}, "rate_limit needs per_second or per_minute"),
         ({"rate_limit": {"per_second": 0}}, "rate_limit must be > 0"),
         ({"rate_limit": {"per_second": 5, "burst": 0}}, "rate_limit.burst must be >= 1"),
+        ({"merge_max_keys": -1}, "resilience.merge_max_keys must be >= 0"),
+        ({"merge_max_keys": False}, "resilience.merge_max_keys must be a number"),
     ],
 )
 def test_bad_resilience_settings_are_config_errors(section, fragment):
