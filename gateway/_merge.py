@@ -11,12 +11,14 @@ fetched once. Each caller still gets only its own keys' records back (the
 resilience layer slices the answer), so nothing crosses from one request into
 another's response.
 
-A batch is sealed by a callback scheduled when it opens; callers wait for it
-with ``await asyncio.sleep(0)``, which resumes them after that callback (the
-loop runs callbacks in the order they were scheduled), so waiting costs no
-future. Batches never grow past ``max_keys``: a caller whose keys would push
-one over starts the next, and a caller with ``max_keys`` keys or more goes
-alone, so a small query is never held up behind a large one's pages.
+A batch stays open for two passes of the loop: the second pass polls the
+sockets first, so requests whose upstream answers have just arrived still get
+in (one pass merged about 12 -> 7 calls per query under the bench's load, two
+about 12 -> 5). Callers wait with ``await asyncio.sleep(0)`` until it is
+sealed: no future to create. Batches never grow past ``max_keys``: a caller
+whose keys would push one over starts the next, and a caller with ``max_keys``
+keys or more goes alone, so a small query is never held up behind a large
+one's pages.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import asyncio
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Batch", "Merger"]
+__all__ = ["Batch", "Merger", "sealed"]
 
 
 @dataclass(slots=True)
@@ -36,6 +38,7 @@ class Batch:
     keys: dict[str, None] = field(default_factory=dict)
     deadline: float | None = None
     callers: int = 0
+    sealed: bool = False
 
 
 class Merger:
@@ -47,14 +50,15 @@ class Merger:
     ) -> Batch | None:
         """The open batch for ``what`` with ``keys`` added, or ``None`` to go alone.
 
-        The batch is complete once the caller has awaited ``asyncio.sleep(0)``.
+        The batch is complete once :func:`sealed` returns.
         """
         if len(keys) >= max_keys:
             return None
         batch = self._open.get(what)
         if batch is None or len(batch.keys) + len(keys) > max_keys:
             batch = self._open[what] = Batch(deadline=deadline)
-            asyncio.get_running_loop().call_soon(self._seal, what, batch)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._seal, what, batch)
         elif batch.deadline is not None:
             batch.deadline = None if deadline is None else max(batch.deadline, deadline)
         batch.keys.update(dict.fromkeys(keys))
@@ -62,5 +66,13 @@ class Merger:
         return batch
 
     def _seal(self, what: Hashable, batch: Batch) -> None:
+        batch.sealed = True
         if self._open.get(what) is batch:
             del self._open[what]
+
+
+async def sealed(batch: Batch) -> None:
+    """Return once ``batch`` takes no more keys."""
+    # An Event would cost a future per caller for a wait of two loop passes.
+    while not batch.sealed:  # noqa: ASYNC110
+        await asyncio.sleep(0)

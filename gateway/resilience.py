@@ -61,7 +61,7 @@ from connectors.sdk import (
 )
 from gateway._breaker import Admission, BreakerState, CircuitBreaker, Verdict
 from gateway._inflight import InFlight, WaitExpired
-from gateway._merge import Batch, Merger
+from gateway._merge import Batch, Merger, sealed
 from gateway._resilience_policy import VENDOR_POLICIES, ResiliencePolicy, policy_from_mapping
 from gateway._retry import retry_after_failure
 from gateway.config import Settings
@@ -173,7 +173,7 @@ class Resilience:
             if batch is not None:
                 if batch.callers > 1:
                     self._emit(source, "merge")
-                await asyncio.sleep(0)  # the batch is sealed after this: see gateway._merge
+                await sealed(batch)
                 if batch.callers > 1:
                     return await self._merged(batch, connector, method, keys, scope)
         return await self._shared(key, scope.deadline, connector, method, keys, scope)

@@ -172,3 +172,17 @@ async def test_different_methods_are_never_merged():
         call(layer, ["a"], method="people_by_id"), call(layer, ["b"], method="people_by_email")
     )
     assert sorted(upstream.calls) == [("a",), ("b",)]
+
+
+async def test_a_batch_dispatched_one_loop_pass_later_still_shares_the_call():
+    # The pass after next polls the sockets: answers that just arrived for
+    # other requests get their next batches into this call too.
+    upstream = FakeUpstream()
+    layer, _ = make(upstream)
+    first = asyncio.create_task(call(layer, ["a"]))
+    await asyncio.sleep(0)
+    assert await asyncio.gather(first, call(layer, ["b"])) == [
+        {"a": "record:a"},
+        {"b": "record:b"},
+    ]
+    assert upstream.calls == [("a", "b")]
