@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway import _codec
 from gateway._cache_policy import Ttl
-from gateway._stores import CacheError, Store, StoreError, StoreUnavailable
+from gateway._stores import CacheError, MemoryStore, Store, StoreError, StoreUnavailable
 
 __all__ = ["ABSENT", "Entries", "Entry"]
 
@@ -109,6 +109,14 @@ class Entries:
             if entry is not None:
                 found[key] = entry
         return found
+
+    def read_now(self, source: str, method: str, key: str) -> Entry | None:
+        """One key's entry, if the store is this process's memory and holds one."""
+        store = self.store
+        if type(store) is not MemoryStore:
+            return None
+        raw = store.get_now(self.data_key(source, method, key))
+        return raw if type(raw) is Entry else self._decode(source, raw)
 
     async def peek(
         self, source: str, method: str, keys: Sequence[str]

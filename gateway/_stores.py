@@ -101,6 +101,13 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def get_now(self, key: str) -> Any:
+        """:meth:`get_many` for one key, without the ``await``: nothing here waits."""
+        try:
+            return self._items[key][0]
+        except KeyError:  # missing or expired
+            return None
+
     async def get_many(self, keys: Sequence[str]) -> list[Any]:
         items, found = self._items, []
         for key in keys:

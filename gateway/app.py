@@ -62,7 +62,7 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             settings=rt.settings,
             connectors=rt.connectors,
-            loaders=Loaders(rt.connectors, rt.pipeline, rt.new_scope()),
+            loaders=Loaders(rt.connectors, rt.pipeline, rt.new_scope(), fresh=rt.cache.fresh),
             ids=rt.ids,
             identity=rt.identity,
             cursors=rt.cursors,

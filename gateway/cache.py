@@ -42,6 +42,7 @@ from gateway.config import Settings
 from gateway.upstream import RequestScope, StaleNote, UpstreamCall
 
 __all__ = [
+    "MISSING",
     "CacheError",
     "CacheLayer",
     "CachePolicy",
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 EventHook = Callable[[str, str], None]
+MISSING: Any = object()  # CacheLayer.fresh: no fresh answer at hand
 log = logging.getLogger("c360.cache")
 
 
@@ -163,6 +165,33 @@ class CacheLayer:
             # Every waiter of a flight raises this same object: keep its traceback short.
             raise failed[0].with_traceback(None)
         return found
+
+    def fresh(self, connector: Connector, method: str, key: str) -> Any:
+        """A hit served without the ``await``s of :meth:`__call__`, or :data:`MISSING`.
+
+        Only a store in this process's memory answers at once, and only a
+        fresh entry is served here: anything stale or missing takes the full
+        path (refresh, single-flight, stale-if-error). The loaders ask this
+        first, so a request served from memory schedules no batch at all.
+        """
+        if self._closed:
+            return MISSING
+        source = connector.name
+        ttl = self._policy.ttl(source, method)
+        if not ttl.enabled:
+            return MISSING
+        entry = self._entries.read_now(source, method, key)
+        if entry is None:
+            return MISSING
+        value, age = entry.value, self._clock() - entry.stored_at
+        if value is ABSENT:
+            if age >= ttl.negative:
+                return MISSING
+            value = None  # what a loader answers for a key the source does not know
+        elif age >= ttl.soft:
+            return MISSING
+        self._emit("hit", source)
+        return value
 
     async def evict(self, source: str, method: str, keys: Sequence[str]) -> bool:
         """Forget cached answers (e.g. on a webhook); False if the store did not answer."""

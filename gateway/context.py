@@ -17,6 +17,7 @@ from aiodataloader import DataLoader
 from starlette.requests import Request
 
 from connectors.sdk import Connector, UpstreamError
+from gateway.cache import MISSING
 from gateway.config import Settings
 from gateway.registry import ConnectorSet
 from gateway.upstream import RequestScope, UpstreamCall, direct_call
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from gateway.cursors import CursorCodec
     from gateway.identity import CustomerIds, IdentitySettings
 
-__all__ = ["Context", "Loaders"]
+__all__ = ["Context", "Fresh", "Loaders"]
+
+Fresh = Callable[[Connector, str, str], Any]
+"""``fresh(connector, method, key)``: an answer at hand, or ``gateway.cache.MISSING``."""
 
 
 def _batch_fn(
@@ -51,11 +55,16 @@ class Loaders:
         connectors: ConnectorSet,
         call: UpstreamCall = direct_call,
         scope: RequestScope | None = None,
+        *,
+        fresh: Fresh | None = None,
     ) -> None:
         self._connectors = connectors
         self._call = call
+        self._fresh = fresh
         self.scope = scope or RequestScope()
         self._loaders: dict[tuple[str, str], DataLoader[str, Any]] = {}
+        # Every key this request asked for, so each is answered once, one way.
+        self._known: dict[tuple[str, str, str], asyncio.Future[Any]] = {}
 
     def get(self, connector: Connector, method: str) -> DataLoader[str, Any]:
         key = (connector.name, method)
@@ -66,8 +75,23 @@ class Loaders:
         return loader
 
     def load(self, connector: Connector, method: str, key: str) -> asyncio.Future[Any]:
-        """The loader's own future: awaiting or gathering it costs no task."""
-        return self.get(connector, method).load(key)
+        """A future of the key's answer: awaiting or gathering it costs no task.
+
+        A fresh answer in this process's cache (``fresh``) comes back at once,
+        without scheduling a batch; anything else goes through the loader.
+        """
+        ident = (connector.name, method, key)
+        future = self._known.get(ident)
+        if future is not None:
+            return future
+        value = MISSING if self._fresh is None else self._fresh(connector, method, key)
+        if value is MISSING:
+            future = self.get(connector, method).load(key)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(value)
+        self._known[ident] = future
+        return future
 
 
 @dataclass

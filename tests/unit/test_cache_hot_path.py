@@ -9,7 +9,8 @@ import pytest
 
 from connectors.sdk import Person, SourceRef, Ticket
 from gateway import _codec
-from gateway.cache import CacheLayer, CachePolicy, MemoryStore, Ttl
+from gateway.cache import MISSING, CacheLayer, CachePolicy, MemoryStore, Ttl
+from gateway.context import Loaders
 from gateway.upstream import RequestScope
 
 TTL = Ttl(soft=10, hard=100, max_stale=1000, negative=5)
@@ -151,3 +152,83 @@ def test_store_keys_are_the_keyed_hash_every_gateway_version_computes(clock):
         assert layer.data_key("crm", "people_by_email", "ada") == (
             f"c360:v1:crm:people_by_email:{digest}"
         )
+
+
+class Counting:
+    """The pipeline as the loaders see it: counts the batches that reach it."""
+
+    def __init__(self, layer: CacheLayer) -> None:
+        self.layer = layer
+        self.batches: list[tuple[str, ...]] = []
+
+    async def __call__(self, connector, method, keys, scope):
+        self.batches.append(tuple(keys))
+        return await self.layer(connector, method, keys, scope)
+
+
+def loaders_over(layer: CacheLayer) -> tuple[Loaders, Counting]:
+    pipeline = Counting(layer)
+    return Loaders(None, pipeline, RequestScope(), fresh=layer.fresh), pipeline
+
+
+async def test_a_fresh_answer_in_memory_is_served_without_scheduling_a_batch(layer_on, clock):
+    events: list[str] = []
+    upstream = Upstream()
+    layer = CacheLayer(
+        MemoryStore(clock=clock),
+        upstream,
+        policy=CachePolicy(default=TTL),
+        secret=SECRET,
+        clock=clock,
+        on_event=lambda event, source: events.append(event),
+    )
+    await get(layer, "ada")
+    loaders, pipeline = loaders_over(layer)
+    hit = loaders.load(Conn(), "people_by_email", "ada")
+    assert hit.done()  # answered on the spot: no batch, no task, no loop pass
+    assert hit.result() == answer("ada")
+    assert loaders.load(Conn(), "people_by_email", "ada") is hit  # once per request
+    assert await loaders.load(Conn(), "people_by_email", "bob") == answer("bob")
+    assert pipeline.batches == [("bob",)]
+    assert upstream.calls == ["ada", "bob"]
+    assert events.count("hit") == 1
+    await layer.aclose()
+
+
+async def test_stale_answers_still_take_the_full_path(layer_on, clock):
+    upstream = Upstream()
+    layer = layer_on(MemoryStore(clock=clock), upstream)
+    await get(layer, "ada")
+    clock.now += TTL.soft + 1
+    loaders, pipeline = loaders_over(layer)
+    assert await loaders.load(Conn(), "people_by_email", "ada") == answer("ada")
+    assert pipeline.batches == [("ada",)]
+    # Served stale and noted as such, with a refresh behind it.
+    assert [note.key for note in loaders.scope.stale] == ["ada"]
+
+
+async def test_a_fresh_negative_answer_is_none_until_it_expires(layer_on, clock):
+    async def nobody(connector, method, keys, scope):
+        return {}
+
+    layer = layer_on(MemoryStore(clock=clock), nobody)
+    await get(layer, "ghost")
+    loaders, pipeline = loaders_over(layer)
+    known = loaders.load(Conn(), "people_by_email", "ghost")
+    assert known.done() and known.result() is None
+    clock.now += TTL.negative
+    assert pipeline.batches == []
+    later, again = loaders_over(layer)
+    expired = later.load(Conn(), "people_by_email", "ghost")
+    assert not expired.done()
+    assert await expired is None
+    assert again.batches == [("ghost",)]
+
+
+async def test_a_store_outside_the_process_is_always_asked(layer_on, clock):
+    layer = layer_on(BytesStore(clock=clock), Upstream())
+    await get(layer, "ada")
+    assert layer.fresh(Conn(), "people_by_email", "ada") is MISSING
+    loaders, pipeline = loaders_over(layer)
+    assert await loaders.load(Conn(), "people_by_email", "ada") == answer("ada")
+    assert pipeline.batches == [("ada",)]
