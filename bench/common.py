@@ -251,6 +251,7 @@ class GatewayOptions:
     cache_timeout: float | None = None  # cache.timeout (Redis connect/read); default 0.25 s
     workers: int = 1
     transport: str = "aiohttp"
+    merge: bool = True  # False: resilience.merge_max_keys 0 (each request's batches alone)
 
     @property
     def label(self) -> str:
@@ -265,6 +266,8 @@ class GatewayOptions:
             parts.append(f"deadline {self.request_deadline:g} s")
         if self.breaker_failures is not None:
             parts.append(f"breaker after {self.breaker_failures} failures")
+        if not self.merge:
+            parts.append("no merging")
         if self.issuer_url is None:
             parts.append("no auth")
         return ", ".join(parts)
@@ -300,6 +303,8 @@ def write_gateway_config(
         resilience: dict[str, Any] = {"rate_limit": False}
         if options.breaker_failures is not None:
             resilience["breaker"] = {"failures": options.breaker_failures}
+        if not options.merge:
+            resilience["merge_max_keys"] = 0
         connectors[vendor] = {
             "base_url": f"{sandbox_url}/{vendor}",
             "credentials": creds,

@@ -257,6 +257,7 @@ def _at_zero_ms(
     if load:
         options += [
             replace(auth, cache="memory"),
+            replace(auth, merge=False),  # what merging concurrent requests' batches saves
             GatewayOptions(),  # no auth, for the cost of auth
             replace(auth, transport="httpcore"),
             replace(auth, workers=2),
@@ -343,6 +344,9 @@ def _throughput_ratios(targets: list[Any]) -> list[tuple[str, str, str, str]]:
         ]
     out.append(("auth on / auth off x1 cpu", "gateway aiohttp x1", "gateway aiohttp x1, no auth",
                 "cpu_ms"))  # fmt: skip
+    unmerged = "gateway aiohttp x1, no merging"
+    out.append(("no merging / merging x1 cpu", unmerged, "gateway aiohttp x1", "cpu_ms"))
+    out.append(("no merging / merging x1 rps", unmerged, "gateway aiohttp x1", "rps"))
     return [r for r in out if r[1] in labels and r[2] in labels]
 
 
@@ -857,7 +861,11 @@ def section_throughput(tp: dict[str, Any]) -> str:
             "Server CPU = utime+stime of the server's process tree (uvicorn's supervisor and "
             "workers, audit-writer threads included) over the measured window ÷ requests "
             'completed in it. "Upstream calls/req" = sandbox calls in the window ÷ requests: '
-            '0 means every request was served from the cache. "Other cores busy" = the whole '
+            "0 means every request was served from the cache; below the 12 of a lone query "
+            "because concurrent requests share calls (the resilience layer merges batches for "
+            "the same connector method that different requests dispatch within two event loop "
+            'passes; "no merging" turns that off with `resilience.merge_max_keys: 0`). '
+            '"Other cores busy" = the whole '
             "machine's busy CPU in the window minus server and sandbox: the load generator plus "
             'whatever else ran on the shared box (2 cores in all). "Unloaded latency" = median '
             f"of {tp['probe']} requests sent one at a time on one keep-alive connection after "
