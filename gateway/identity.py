@@ -313,7 +313,11 @@ async def _round_results(ctx: Context, calls: list[tuple[Connector, str, str, st
         budget = max(0.0, (deadline - asyncio.get_running_loop().time()) * _ROUND_SHARE)
     # Not cancelled when late: DataLoader futures are shared with other
     # customers of the request, and the resilience layer bounds the call.
-    done, _ = await asyncio.wait(tasks, timeout=budget)
+    done: set[asyncio.Future[Any]]
+    if all(task.done() for task in tasks):  # answered from memory: nothing to wait for
+        done = set(tasks)
+    else:
+        done, _ = await asyncio.wait(tasks, timeout=budget)
     results: list[Any] = []
     for task, (connector, *_) in zip(tasks, calls, strict=True):
         if task in done:

@@ -34,9 +34,12 @@ async def gather_loads(info: Ctx, calls: Iterable[tuple[Connector, str, str]]) -
     calls = list(calls)
     loaders = info.context.loaders
     # The loaders' futures themselves: gathering coroutines would cost a task each.
-    found = await asyncio.gather(
-        *(loaders.load(c, method, key) for c, method, key in calls), return_exceptions=True
-    )
+    futures = [loaders.load(c, method, key) for c, method, key in calls]
+    found: list[Any]
+    if all(future.done() for future in futures):  # answered from memory: nothing to wait for
+        found = [future.exception() or future.result() for future in futures]
+    else:
+        found = await asyncio.gather(*futures, return_exceptions=True)
     for result in found:
         if isinstance(result, UpstreamError):
             raise upstream_error(result) from result
