@@ -1,15 +1,14 @@
-"""Merging: batches for one connector method, from any request, in one loop pass.
+"""Merging: batches for one connector method, from any request, two loop passes apart.
 
 A request's DataLoader already folds every key its resolvers asked for in one
 tick into one batch. Under load, other requests dispatch batches for the same
-connector method in the same pass of the event loop, each of which would cost
-its own vendor call -- and its own share of the vendor's rate limit (Stripe
-allows 20 searches a second; Salesforce counts every call against a daily
-allocation). :class:`Merger` collects those batches until the end of the pass
-and hands every caller the same :class:`Batch`: the union of their keys, to be
-fetched once. Each caller still gets only its own keys' records back (the
-resilience layer slices the answer), so nothing crosses from one request into
-another's response.
+connector method at nearly the same moment, each of which would cost its own
+vendor call -- and its own share of the vendor's rate limit (Stripe allows 20
+searches a second; Salesforce counts every call against a daily allocation).
+:class:`Merger` collects those batches for a moment and hands every caller the
+same :class:`Batch`: the union of their keys, to be fetched once. Each caller
+still gets only its own keys' records back (the resilience layer slices the
+answer), so nothing crosses from one request into another's response.
 
 A batch stays open for two passes of the loop: the second pass polls the
 sockets first, so requests whose upstream answers have just arrived still get

@@ -6,7 +6,7 @@ DataLoader batch, outermost first::
     merge ▸ dedup ▸ breaker ▸ bulkhead ▸ retry ▸ ( rate limit ▸ timeout ▸ connector ) per attempt
 
 - merge: batches for the same connector method that different requests
-  dispatch in the same pass of the event loop become one call for the union
+  dispatch within two passes of the event loop become one call for the union
   of their keys (:mod:`gateway._merge`), at most ``merge_max_keys`` keys; each
   caller gets its own keys' records back. The merged call runs until the
   latest of the callers' deadlines, and each caller stops waiting at its own.
