@@ -1315,6 +1315,7 @@ def notes(results: dict[str, Any]) -> str:
         t = tp["targets"]
         a1, h1 = t.get("gateway aiohttp x1"), t.get("hello x1")
         m1, na1 = t.get("gateway aiohttp x1, cache memory"), t.get("gateway aiohttp x1, no auth")
+        un1 = t.get("gateway aiohttp x1, no merging")
         hello_x = {
             "uncached": tp["ratios"].get("gateway aiohttp x1 / hello x1 cpu", 0.0),
             "cached": tp["ratios"].get("gateway aiohttp x1, cache memory / hello x1 cpu", 0.0),
@@ -1333,11 +1334,21 @@ def notes(results: dict[str, Any]) -> str:
                     else ""
                 )
                 + (
-                    f" Every upstream call costs the gateway about "
-                    f"{(a1['cpu_ms'] - m1['cpu_ms']) / a1['upstream_per_req']:.1f} ms of CPU "
-                    "((uncached − cached) ÷ calls: request building, httpx + aiohttp, the "
-                    "resilience layer, JSON decoding, mapping)."
+                    f" Going upstream costs the gateway {a1['cpu_ms'] - m1['cpu_ms']:.1f} ms of "
+                    f"CPU per query, {(a1['cpu_ms'] - m1['cpu_ms']) / a1['upstream_per_req']:.1f}"
+                    " ms per call ((uncached − cached) ÷ calls; a merged call carries several "
+                    "requests' keys, so their records and mapping too): request building, "
+                    "httpx + aiohttp, the resilience layer, JSON decoding, mapping."
                     if m1 and a1["upstream_per_req"]
+                    else ""
+                )
+                + (
+                    f" Merging concurrent requests' batches: without it (`merge_max_keys: 0`) "
+                    f"the same load costs {un1['upstream_per_req']:.1f} upstream calls and "
+                    f"{un1['cpu_ms']:.1f} ms of CPU per query "
+                    "(no merging ÷ merging: "
+                    f"{tp['ratios'].get('no merging / merging x1 cpu', 0):.2f}× CPU)."
+                    if un1
                     else ""
                 )
                 + (" The profiles below say where it goes." if results.get("profiles") else "")
