@@ -67,17 +67,21 @@ class ResiliencePolicy:
 
 
 # From the vendors' published limits (shared/VENDORS.md and their docs). A
-# deployment on a bigger plan raises them in its config.
+# deployment on a bigger plan raises them in its config. The rate limit takes
+# a token per call of a connector method, which is one HTTP call while the
+# keys fit one chunk: rate-limited vendors merge only up to their smallest
+# chunk, so merging never turns one token into several vendor calls.
 VENDOR_POLICIES: Mapping[str, ResiliencePolicy] = {
     # No per-second limit: a rolling 24 h allocation per org, and at most 25
     # concurrent long-running requests in a production org.
     "salesforce": ResiliencePolicy(bulkhead=25),
     # 200 requests/minute on the Team plan (the smallest); the account's real
-    # ceiling is in the X-Rate-Limit header.
-    "zendesk": ResiliencePolicy(rate_per_second=200 / 60, rate_burst=10),
+    # ceiling is in the X-Rate-Limit header. Ticket searches take 20 requesters.
+    "zendesk": ResiliencePolicy(rate_per_second=200 / 60, rate_burst=10, merge_max_keys=20),
     # Search API: 20 reads/s in live and test mode, stricter than the global
-    # 100 ops/s (live) / 25 ops/s (test); customer lookup by email is a search.
-    "stripe": ResiliencePolicy(rate_per_second=20.0, rate_burst=20),
+    # 100 ops/s (live) / 25 ops/s (test); customer lookup by email is a search,
+    # of at most 10 OR-ed clauses.
+    "stripe": ResiliencePolicy(rate_per_second=20.0, rate_burst=20, merge_max_keys=10),
     # 10 simultaneous connections per API key; no published request rate.
     "mailchimp": ResiliencePolicy(bulkhead=10),
 }

@@ -538,6 +538,9 @@ def test_vendor_defaults_follow_published_limits():
     assert policy_from_mapping({}, vendor="zendesk").rate_per_second == pytest.approx(200 / 60)
     assert policy_from_mapping({}, vendor="mailchimp").bulkhead == 10
     assert policy_from_mapping({}, vendor="salesforce").bulkhead == 25
+    # Merged calls of rate-limited vendors stay within one search's clauses.
+    assert policy_from_mapping({}, vendor="stripe").merge_max_keys == 10
+    assert policy_from_mapping({}, vendor="zendesk").merge_max_keys == 20
     assert policy_from_mapping({"type": "stripe"}) == VENDOR_POLICIES["stripe"]
     assert policy_from_mapping({}, vendor="unknown") == ResiliencePolicy()
 
@@ -571,7 +574,7 @@ def test_a_resilience_section_overrides_the_vendor_defaults():
     )
     assert policy_from_mapping({"timeout": 7, "resilience": {"timeout": 2}}).timeout == 2
     assert policy_from_mapping({"resilience": {"rate_limit": False}}, vendor="stripe") == (
-        ResiliencePolicy()
+        ResiliencePolicy(merge_max_keys=10)
     )
     burst = policy_from_mapping({"resilience": {"rate_limit": {"per_second": 4.5}}})
     assert (burst.rate_per_second, burst.rate_burst) == (4.5, 5)
