@@ -47,7 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
 
@@ -78,6 +78,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _CallKey = tuple[str, str, frozenset[str]]  # source, method, keys
 
@@ -221,15 +222,8 @@ class Resilience:
             if mine is None or (batch.deadline is not None and mine >= batch.deadline):
                 found = await call
             else:
-                timeout = asyncio.timeout_at(mine)
-                try:
-                    async with timeout:
-                        found = await call
-                except TimeoutError as exc:
-                    if not timeout.expired():
-                        raise
-                    self._emit(source, "deadline")
-                    raise _QueuedTooLong(f"{source} did not answer in time", source=source) from exc
+                message = f"{source} did not answer in time"
+                found = await self._by(mine, call, source, "deadline", _QueuedTooLong, message)
         except UpstreamBadRequest:
             if len(merged) == len(keys):  # only this caller's keys: nobody else to blame
                 raise
@@ -285,15 +279,35 @@ class Resilience:
         what: str,
     ) -> None:
         until, by_deadline = self._bound(guard, scope)
+        event = "deadline" if by_deadline else "timeout"
+        await self._by(
+            until,
+            wait(),
+            source,
+            event,
+            _QueuedTooLong,
+            f"{source}: no {what} in time",
+        )
+
+    async def _by(
+        self,
+        until: float,
+        work: Awaitable[T],
+        source: str,
+        event: str,
+        late: type[UpstreamTimeout],
+        message: str,
+    ) -> T:
+        """``work``'s result, or ``late(message)`` raised (and ``event`` emitted) at ``until``."""
         timeout = asyncio.timeout_at(until)
         try:
             async with timeout:
-                await wait()
+                return await work
         except TimeoutError as exc:
             if not timeout.expired():
                 raise
-            self._emit(source, "deadline" if by_deadline else "timeout")
-            raise _QueuedTooLong(f"{source}: no {what} in time", source=source) from exc
+            self._emit(source, event)
+            raise late(message, source=source) from exc
 
     def _bound(self, guard: _Guard, scope: RequestScope) -> tuple[float, bool]:
         until = asyncio.get_running_loop().time() + guard.policy.timeout
@@ -348,15 +362,14 @@ class Resilience:
                 self._emit(source, "rate_limited")
                 await self._queue(limiter.acquire, guard, source, scope, "rate-limit token")
         until, by_deadline = self._bound(guard, scope)
-        timeout = asyncio.timeout_at(until)
-        try:
-            async with timeout:
-                return await self._inner(connector, method, keys, scope)
-        except TimeoutError as exc:
-            if not timeout.expired():
-                raise
-            self._emit(source, "deadline" if by_deadline else "timeout")
-            raise UpstreamTimeout(f"{source} did not answer in time", source=source) from exc
+        return await self._by(
+            until,
+            self._inner(connector, method, keys, scope),
+            source,
+            "deadline" if by_deadline else "timeout",
+            UpstreamTimeout,
+            f"{source} did not answer in time",
+        )
 
     def _guard(self, source: str) -> _Guard:
         guard = self._guards.get(source)
