@@ -343,6 +343,25 @@ def write_gateway_config(
     return path, env
 
 
+def in_process_settings(sandbox_url: str, options: GatewayOptions, directory: Path) -> Any:
+    """The gateway's ``Settings`` for running its app in this process: the config
+    :func:`write_gateway_config` writes, with its environment set only while it is read."""
+    from gateway.config import load_settings
+
+    config, env = write_gateway_config(sandbox_url, directory, options)
+    env["C360_TRANSPORT"] = options.transport
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return load_settings(config)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def gateway_launch(sandbox_url: str, options: GatewayOptions, directory: Path) -> Launch:
     """``c360 serve`` with the config :func:`write_gateway_config` writes into ``directory``."""
     config, env = write_gateway_config(sandbox_url, directory, options)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from common import FULL_QUERY, GatewayOptions, write_gateway_config
+from common import FULL_QUERY, GatewayOptions, in_process_settings
 from loadgen import _Conn
 
 _OPERATION: contextvars.ContextVar[str] = contextvars.ContextVar("c360_bench_op", default="?")
@@ -121,7 +120,6 @@ def capture(
     """Each customer's hop plan, from the gateway app run in this process."""
     from connectors.sdk.http import VendorClient
     from gateway.app import create_app
-    from gateway.config import load_settings
 
     log: list[Call] = []
     original_send = VendorClient._send
@@ -141,19 +139,7 @@ def capture(
 
     plans: dict[str, HopPlan] = {}
     with tempfile.TemporaryDirectory(prefix="c360-capture-") as tmp:
-        config, env = write_gateway_config(sandbox_url, Path(tmp), options)
-        env["C360_TRANSPORT"] = options.transport
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            settings = load_settings(config)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        app = create_app(settings)
+        app = create_app(in_process_settings(sandbox_url, options, Path(tmp)))
 
         async def main() -> None:
             async with app.router.lifespan_context(app):

@@ -45,11 +45,11 @@ from common import (
     GatewayOptions,
     free_port,
     gateway,
+    in_process_settings,
     issuer,
     sandbox,
     table,
     tree_cpu,
-    write_gateway_config,
 )
 from gateway_bench import full_query_bodies
 from loadgen import each_once, raw_request
@@ -304,26 +304,13 @@ def profile_cprofile(
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.config import load_settings
 
     bodies = full_query_bodies(sandbox_url)
     # CPU time of this thread, not wall time: on a busy 2-core box wall time
     # would charge preemption to whatever syscall happened to be running.
     prof = cProfile.Profile(time.thread_time)
     with tempfile.TemporaryDirectory(prefix="c360-prof-") as tmp:
-        config, env = write_gateway_config(sandbox_url, Path(tmp), options)
-        env["C360_TRANSPORT"] = options.transport
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            settings = load_settings(config)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        app = create_app(settings)
+        app = create_app(in_process_settings(sandbox_url, options, Path(tmp)))
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host=HOST, port=port, log_level="warning", access_log=False)
