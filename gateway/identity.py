@@ -70,6 +70,10 @@ ID_LOOKUP = {d: names[1] for d, names in PERSON_LOOKUPS.items()}
 PHONE_LOOKUP = {d: names[2] for d, names in PERSON_LOOKUPS.items() if names[2] is not None}
 _LINKED = LINKED
 _ID_PREFIX = "c360_"
+# Iterating an Enum class walks its member map each time; this is read per profile.
+_DOMAINS = tuple(Domain)
+# Ids are deterministic (AES-SIV), so an anchor's id can be remembered.
+_ENCODED_IDS = 4096
 _MATCH_KEYS = ("link", "email", "phone")
 
 
@@ -147,10 +151,18 @@ class CustomerIds:
 
     def __init__(self, key: bytes) -> None:
         self._siv = AESSIV(key)
+        self._encoded: dict[str, str] = {}
 
     def encode(self, anchor: str) -> str:
+        known = self._encoded.get(anchor)
+        if known is not None:
+            return known
         token = self._siv.encrypt(anchor.encode(), None)
-        return _ID_PREFIX + base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+        encoded = _ID_PREFIX + base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+        if len(self._encoded) >= _ENCODED_IDS:
+            self._encoded.clear()
+        self._encoded[anchor] = encoded
+        return encoded
 
     def decode(self, customer_id: str) -> str:
         if not customer_id.startswith(_ID_PREFIX) or len(customer_id) > 600:
@@ -188,7 +200,7 @@ class Profile:
         return self.linked.get(domain, [])
 
     def all(self) -> Iterable[Linked]:
-        for domain in Domain:
+        for domain in _DOMAINS:
             yield from self.records(domain)
 
     @property

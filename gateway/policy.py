@@ -158,10 +158,18 @@ def _builtin_roles() -> Mapping[str, RolePolicy]:
     )  # fmt: skip
 
 
+_DECIDED = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     roles: Mapping[str, RolePolicy] = field(default_factory=_builtin_roles)
     mfa_for_sensitive: bool = True
+    # Decisions by (roles, scopes, mfa, requires, rule): a decision depends on
+    # nothing else, and every guarded field of every request asks for one.
+    _decided: dict[tuple[Any, ...], Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def scopes_of(self, principal: PrincipalLike | None) -> frozenset[str]:
         if principal is None:
@@ -178,6 +186,27 @@ class Policy:
         principal: PrincipalLike | None,
         requires: Iterable[str] = (),
         pii: PiiRule | None = None,
+    ) -> Decision:
+        key: tuple[Any, ...] | None = None
+        if isinstance(requires, frozenset) and (
+            principal is None
+            or (isinstance(principal.roles, frozenset) and isinstance(principal.scopes, frozenset))
+        ):
+            key = (requires, pii) if principal is None else (
+                principal.roles, principal.scopes, principal.mfa, requires, pii
+            )  # fmt: skip
+            known = self._decided.get(key)
+            if known is not None:
+                return known
+        decision = self._decide(principal, requires, pii)
+        if key is not None:
+            if len(self._decided) >= _DECIDED:
+                self._decided.clear()
+            self._decided[key] = decision
+        return decision
+
+    def _decide(
+        self, principal: PrincipalLike | None, requires: Iterable[str], pii: PiiRule | None
     ) -> Decision:
         scopes = self.scopes_of(principal)
         missing = tuple(sorted(set(requires) - scopes))

@@ -23,6 +23,16 @@ def test_customer_id_round_trips_and_is_opaque(email):
     assert token == CustomerIds(KEY).encode(anchor)  # stable across instances
 
 
+def test_remembered_ids_stay_right_past_the_bound():
+    ids, fresh = CustomerIds(KEY), CustomerIds(KEY)
+    anchors = [f"e:person{i}@example.com" for i in range(5000)]
+    tokens = [ids.encode(a) for a in anchors]
+    assert len(set(tokens)) == len(anchors)
+    for anchor, token in zip(anchors[::97], tokens[::97], strict=True):
+        assert ids.encode(anchor) == token == fresh.encode(anchor)
+        assert ids.decode(token) == anchor
+
+
 def test_other_key_or_tampered_id_is_rejected():
     token = CustomerIds(KEY).encode("e:ann@example.com")
     with pytest.raises(InvalidCustomerId):

@@ -185,6 +185,28 @@ def test_auth_principal_fits():
     assert DEFAULT_POLICY.decide(principal, ["marketing:read"], EMAIL) == MASKED
 
 
+def test_remembered_decisions_never_cross_principals():
+    # Principal objects are what the gateway passes, and the ones the policy remembers.
+    def principal(role: str, *, mfa: bool = False, scopes: tuple[str, ...] = ()) -> Principal:
+        return Principal(subject="s", roles=frozenset({role}), scopes=frozenset(scopes), mfa=mfa)
+
+    policy = policy_from_mapping({})
+    billing = frozenset({"billing:read"})
+    for _ in range(2):
+        assert policy.decide(principal("billing_admin"), frozenset(), PHONE_SENSITIVE) == (
+            Decision(Access.MASKED, mfa_required=True)
+        )
+        assert policy.decide(
+            principal("billing_admin", mfa=True), frozenset(), PHONE_SENSITIVE
+        ) == (ALLOWED)
+        assert policy.decide(principal("support_agent"), billing) == forbidden("billing:read")
+        assert policy.decide(principal("support_agent", scopes=("billing:read",)), billing) == (
+            ALLOWED
+        )
+        assert policy.decide(principal("marketing"), frozenset(), EMAIL) == MASKED
+        assert policy.decide(None, frozenset(), EMAIL) == HIDDEN
+
+
 # -- config --------------------------------------------------------------------------------
 
 
