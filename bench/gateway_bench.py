@@ -555,6 +555,7 @@ def throughput(
                 "requests": sum(int(s["requests"]) for s in rows),
                 "cpu_ms_runs": [round(s["cpu_ms"], 2) for s in rows],
                 "rps_runs": [round(s["rps"], 1) for s in rows],
+                "upstream_per_req_runs": [s.get("upstream_per_req") for s in rows],
                 "pooled_p99_ms": percentile(pooled, 99) * 1000,
                 "unloaded_ms": median(unloaded[target.label]) * 1000,
                 "unloaded_p99_ms": percentile(unloaded[target.label], 99) * 1000,

@@ -325,6 +325,36 @@ def _at_zero_ms(
     return results
 
 
+def _zero_call_floor(merged: dict[str, Any] | None, unmerged: dict[str, Any] | None) -> str:
+    """CPU = fixed + per call × calls, through the merging and no-merging rows of
+    each run (same queries, same records, only the number of calls differs)."""
+    if not merged or not unmerged:
+        return ""
+    fits = []
+    for cm, cu, nm, nu in zip(
+        merged["cpu_ms_runs"],
+        unmerged["cpu_ms_runs"],
+        merged.get("upstream_per_req_runs", []),
+        unmerged.get("upstream_per_req_runs", []),
+        strict=False,
+    ):
+        if nm is not None and nu is not None and nu - nm > 1:
+            slope = (cu - cm) / (nu - nm)
+            fits.append((slope, cm - slope * nm))
+    if not fits:
+        return ""
+    slope = common.median([f[0] for f in fits])
+    fixed = common.median([f[1] for f in fits])
+    return (
+        f" Fitting CPU = fixed + per call × calls through those two rows of each run gives "
+        f"{slope:.2f} ms per vendor call and **{fixed:.1f} ms at zero calls** (median of "
+        f"{len(fits)} run(s)): even if vendor calls cost the gateway nothing, an uncached "
+        "query would still cost that much, for the work done per request and per record "
+        "(GraphQL execution, identity resolution, mapping and JSON decoding of the records, "
+        "the awaits between hops)."
+    )
+
+
 def _throughput_ratios(targets: list[Any]) -> list[tuple[str, str, str, str]]:
     labels = {t.label for t in targets}
     out = []
@@ -1351,6 +1381,7 @@ def notes(results: dict[str, Any]) -> str:
                     if un1
                     else ""
                 )
+                + _zero_call_floor(a1, un1)
                 + (" The profiles below say where it goes." if results.get("profiles") else "")
                 + " Absolute CPU per request "
                 "drifts by ±30% over minutes on this shared box (another tenant's load slows "
