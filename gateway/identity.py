@@ -231,8 +231,13 @@ def _as_list(found: Any) -> Sequence[Any]:
 
 def _supports(connector: Connector, method: str) -> bool:
     # Hooks left at the SDK default would answer {} for free; skip the call.
-    base = next(b for b in type(connector).__mro__ if b.__module__ == "connectors.sdk.base")
-    return getattr(type(connector), method, None) is not getattr(base, method, None)
+    return _overrides(type(connector), method)
+
+
+@functools.cache
+def _overrides(kind: type, method: str) -> bool:
+    base = next(b for b in kind.__mro__ if b.__module__ == "connectors.sdk.base")
+    return getattr(kind, method, None) is not getattr(base, method, None)
 
 
 @dataclass
