@@ -13,7 +13,7 @@ A connector's ``resilience:`` section overrides the defaults of its vendor
           retry_after_max: 5         # longest Retry-After waited out; longer ones fail at once
           breaker: {failures: 5, open_for: 30}
           bulkhead: 10               # calls in flight to this vendor at once
-          rate_limit: {per_minute: 200, burst: 10}   # or per_second; false = none
+          rate_limit: {per_minute: 200, burst: 10}   # vendor calls (chunks, pages); false = none
           merge_max_keys: 100        # other requests' keys one call may carry; 0 = none
 """
 
@@ -68,9 +68,9 @@ class ResiliencePolicy:
 
 # From the vendors' published limits (shared/VENDORS.md and their docs). A
 # deployment on a bigger plan raises them in its config. The rate limit takes
-# a token per call of a connector method, which is one HTTP call while the
-# keys fit one chunk: rate-limited vendors merge only up to their smallest
-# chunk, so merging never turns one token into several vendor calls.
+# a token per vendor call (each chunk and page of a batch). Rate-limited
+# vendors merge only up to their smallest chunk: a merged call then stays one
+# vendor call, never a burst of chunks taken from the same bucket at once.
 VENDOR_POLICIES: Mapping[str, ResiliencePolicy] = {
     # No per-second limit: a rolling 24 h allocation per org, and at most 25
     # concurrent long-running requests in a production org.

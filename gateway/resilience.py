@@ -28,7 +28,10 @@ DataLoader batch, outermost first::
   calling earlier than the vendor asked is pointless), never past the deadline,
   and no more once the breaker has left "closed". A probe is never retried.
 - rate limit: a leaky bucket (``rate_per_second``, ``rate_burst``) per
-  connector; every attempt, retries included, takes a token.
+  connector that counts vendor calls: every attempt, retries included, takes
+  a token before its timeout starts, and each further HTTP call the attempt
+  makes (another chunk or page of the batch) takes one within it
+  (:data:`connectors.sdk.http.call_gate`).
 - timeout: each attempt gets ``min(timeout, scope.deadline - now)``; expiry is
   :class:`UpstreamTimeout` with the connector as ``source``.
 
@@ -59,6 +62,7 @@ from connectors.sdk import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from connectors.sdk.http import call_gate
 from gateway._breaker import Admission, BreakerState, CircuitBreaker, Verdict
 from gateway._inflight import InFlight, WaitExpired
 from gateway._merge import Batch, Merger, sealed
@@ -130,6 +134,26 @@ def _verdict(exc: UpstreamError) -> Verdict:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamError) and exc.retryable and not isinstance(exc, _QueuedTooLong)
+
+
+class _Gate:
+    """One attempt's vendor calls: the first rides on the token the attempt
+    took; each further one (another chunk or page) takes its own."""
+
+    __slots__ = ("_limiter", "_on_wait", "_prepaid")
+
+    def __init__(self, limiter: AsyncLimiter, on_wait: Callable[[], None]) -> None:
+        self._limiter = limiter
+        self._on_wait = on_wait
+        self._prepaid = True
+
+    async def __call__(self) -> None:
+        if self._prepaid:
+            self._prepaid = False
+            return
+        if not self._limiter.has_capacity():
+            self._on_wait()
+        await self._limiter.acquire()
 
 
 class Resilience:
@@ -362,14 +386,21 @@ class Resilience:
                 self._emit(source, "rate_limited")
                 await self._queue(limiter.acquire, guard, source, scope, "rate-limit token")
         until, by_deadline = self._bound(guard, scope)
-        return await self._by(
-            until,
-            self._inner(connector, method, keys, scope),
-            source,
-            "deadline" if by_deadline else "timeout",
-            UpstreamTimeout,
-            f"{source} did not answer in time",
-        )
+        metered = None
+        if limiter is not None:
+            metered = call_gate.set(_Gate(limiter, partial(self._emit, source, "rate_limited")))
+        try:
+            return await self._by(
+                until,
+                self._inner(connector, method, keys, scope),
+                source,
+                "deadline" if by_deadline else "timeout",
+                UpstreamTimeout,
+                f"{source} did not answer in time",
+            )
+        finally:
+            if metered is not None:
+                call_gate.reset(metered)
 
     def _guard(self, source: str) -> _Guard:
         guard = self._guards.get(source)

@@ -11,6 +11,10 @@ The transport is a measured choice (``bench/transport_bench.py``): on small
 machines httpcore costs several times more CPU per call than aiohttp once many
 calls are in flight, so ``aiohttp`` is the default and ``httpcore`` remains
 available by name.
+
+Before every HTTP call, the client awaits :data:`call_gate` when it is set:
+the gateway meters vendor calls there (one batch may take several calls, one
+per chunk or page), so that a rate limit counts what the vendor counts.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
@@ -47,12 +52,20 @@ __all__ = [
     "RequestObserver",
     "TransportName",
     "VendorClient",
+    "call_gate",
     "make_transport",
     "parse_retry_after",
 ]
 
 TransportName = Literal["aiohttp", "httpcore"]
 Params = Mapping[str, str | int | Sequence[str]]
+
+#: Awaited before each HTTP call of a :class:`VendorClient`, when set. A context
+#: variable, so it follows the call into the tasks a connector starts for its
+#: chunks; whoever sets it bounds the wait (the gateway: the attempt's timeout).
+call_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "c360_call_gate", default=None
+)
 
 # httpx refuses longer URLs; longer ones take the plain path so they fail the same way.
 _MAX_URL_LENGTH = 65536
@@ -248,6 +261,9 @@ class VendorClient:
         form: Mapping[str, str] | None = None,
     ) -> Any:
         """One call to the vendor, its JSON body decoded, errors converted."""
+        gate = call_gate.get()
+        if gate is not None:
+            await gate()
         started = time.perf_counter()
         outcome = "ok"
         try:

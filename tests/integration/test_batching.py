@@ -8,11 +8,16 @@ read, so its member search is the one documented floor of one call per customer.
 from __future__ import annotations
 
 import math
+import re
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.servers import gateway_config, gateway_process
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +129,49 @@ def test_concurrent_requests_each_get_only_their_own_customer(gql, sandbox_url, 
         together = dict(zip(emails, pool.map(ask, emails), strict=True))
     assert together == alone
     assert _calls(sandbox_url) <= calls_alone
+
+
+BURST = 8
+_RATE_LIMITED = re.compile(
+    r'^c360_resilience_events_total\{event="rate_limited",source="(\w+)"\} ([0-9.]+)$', re.M
+)
+_CALLS = re.compile(
+    r'^c360_upstream_requests_total\{connector="(\w+)",operation="\w+",outcome="ok"\} ([0-9.]+)$',
+    re.M,
+)
+
+
+@pytest.fixture(scope="module")
+def metered_gateway(sandbox_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config, env = gateway_config(
+        sandbox_url, Path(tmp_path_factory.mktemp("metered")),
+        resilience={"rate_limit": {"per_second": 200, "burst": BURST}, "merge_max_keys": 0},
+        extra={"graphql": {"max_cost": 1_000_000}},
+    )  # fmt: skip
+    with gateway_process(config, env) as url:
+        yield url
+
+
+def _tally(pattern: re.Pattern[str], text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for source, value in pattern.findall(text):
+        out[source] = out.get(source, 0.0) + float(value)
+    return out
+
+
+def test_a_rate_limit_counts_each_vendor_call_of_a_batch(metered_gateway, answer_key):
+    """Mailchimp answers one email per search: 30 customers are one batch of
+    30 vendor calls, and each of them takes a token of its rate limit."""
+    emails = [p["email"] for p in answer_key if p["in_all"]][:30]
+    response = httpx.post(
+        f"{metered_gateway}/graphql",
+        json={"query": QUERY, "variables": {"emails": emails}},
+        timeout=60,
+    )
+    body = response.json()
+    assert response.status_code == 200 and "errors" not in body, body.get("errors")
+    assert [c["email"] for c in body["data"]["customers"]] == emails
+    metrics = httpx.get(f"{metered_gateway}/metrics").text
+    calls = _tally(_CALLS, metrics)
+    assert calls["mailchimp"] > BURST  # one batch, many vendor calls
+    assert "mailchimp" in _tally(_RATE_LIMITED, metrics)

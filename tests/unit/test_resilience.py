@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from connectors.sdk import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from connectors.sdk.http import call_gate
 from gateway.config import ConfigError, settings_from_mapping
 from gateway.resilience import (
     EVENTS,
@@ -406,6 +408,56 @@ async def test_rate_limit_spaces_calls():
     assert len(gaps) == 3
     assert all(gap >= 0.02 * 0.95 for gap in gaps), gaps
     assert ("crm", "rate_limited") in events
+
+
+def chunked_upstream(started):
+    """A connector method that makes one vendor call per key, as one that
+    chunks or pages its batch does; each call passes the SDK's call gate."""
+
+    async def upstream(connector, method, keys, scope):
+        async def one(key):
+            gate = call_gate.get()
+            if gate is not None:
+                await gate()
+            started.append(now())
+            return key, f"record:{key}"
+
+        return dict(await asyncio.gather(*(one(key) for key in keys)))
+
+    return upstream
+
+
+async def test_every_vendor_call_of_a_batch_takes_a_token():
+    started: list[float] = []
+    layer, events = make(
+        chunked_upstream(started),
+        ResiliencePolicy(rate_per_second=50, rate_burst=1, merge_max_keys=0),
+    )
+    assert await call(layer, ["a", "b", "c", "d"]) == {k: f"record:{k}" for k in "abcd"}
+    started.sort()
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert len(gaps) == 3
+    assert all(gap >= 0.02 * 0.95 for gap in gaps), gaps
+    assert ("crm", "rate_limited") in events
+
+
+async def test_waiting_for_tokens_within_a_batch_ends_at_the_deadline():
+    started: list[float] = []
+    layer, events = make(
+        chunked_upstream(started),
+        ResiliencePolicy(rate_per_second=1, rate_burst=1, attempts=1, merge_max_keys=0),
+    )
+    with pytest.raises(UpstreamTimeout):
+        await call(layer, ["a", "b", "c"], RequestScope(deadline=now() + 0.05))
+    assert len(started) == 1  # the call the attempt's own token paid for
+    assert ("crm", "rate_limited") in events and ("crm", "deadline") in events
+
+
+async def test_no_gate_without_a_rate_limit():
+    started: list[float] = []
+    layer, events = make(chunked_upstream(started), ResiliencePolicy(merge_max_keys=0))
+    assert len(await call(layer, [str(i) for i in range(20)])) == 20
+    assert "rate_limited" not in {event for _, event in events}
 
 
 async def test_a_broken_observer_does_not_fail_the_call(caplog):

@@ -19,7 +19,7 @@ from connectors.sdk import (
     UpstreamUnavailable,
     VendorClient,
 )
-from connectors.sdk.http import parse_retry_after
+from connectors.sdk.http import call_gate, parse_retry_after
 
 
 def _client(handler, observed=None):
@@ -147,3 +147,27 @@ async def test_paginate_refuses_links_to_another_origin():
     with pytest.raises(UpstreamProtocolError, match="another origin"):
         _ = [p async for p in client.paginate("/start", NextUrlPaginator("next"), operation="op")]
     await client.aclose()
+
+
+async def test_every_call_and_page_passes_the_call_gate_first():
+    log: list[str] = []
+
+    def handler(request):
+        log.append(f"call {request.url.path}")
+        page = int(request.url.params.get("page", "1"))
+        return httpx.Response(200, json={"next": f"/p?page={page + 1}" if page < 3 else None})
+
+    async def gate():
+        log.append("gate")
+
+    client = _client(handler)
+    await client.get_json("/one", operation="op")  # no gate set: nothing awaited
+    token = call_gate.set(gate)
+    try:
+        pages = [p async for p in client.paginate("/p", NextUrlPaginator("next"), operation="op")]
+        await client.get_json("/two", operation="op")
+    finally:
+        call_gate.reset(token)
+    await client.aclose()
+    assert len(pages) == 3
+    assert log == ["call /one"] + ["gate", "call /p"] * 3 + ["gate", "call /two"]
