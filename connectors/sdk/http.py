@@ -60,7 +60,8 @@ __all__ = [
 TransportName = Literal["aiohttp", "httpcore"]
 Params = Mapping[str, str | int | Sequence[str]]
 
-#: Awaited before each HTTP call of a :class:`VendorClient`, when set. A context
+#: Awaited before each HTTP request a :class:`VendorClient` sends (auth flows'
+#: own requests included), when set. A context
 #: variable, so it follows the call into the tasks a connector starts for its
 #: chunks; whoever sets it bounds the wait (the gateway: the attempt's timeout).
 call_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
@@ -236,9 +237,16 @@ class VendorClient:
             response = await self._transport.handle_async_request(request)
             return response, await _read(response)
         flow = self._auth.async_auth_flow(request)
+        # The caller passed the gate for the first request; a flow's own
+        # requests (a token fetch, a retry after 401) pass it too.
+        gate = call_gate.get()
+        first = True
         try:
             request = await flow.__anext__()
             while True:
+                if gate is not None and not first:
+                    await gate()
+                first = False
                 response = await self._transport.handle_async_request(request)
                 body = await _read(response)
                 try:

@@ -21,6 +21,7 @@ from connectors.sdk import (
     UpstreamUnavailable,
     VendorClient,
 )
+from connectors.sdk.http import call_gate
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, SandboxState
 from connectors.sdk.testing.server import serve_in_thread
 from connectors.sdk.world import World
@@ -125,6 +126,26 @@ async def test_revoked_token_is_refreshed_once_and_the_calls_succeed(clean, conn
     assert recorder.bearers[-1] != first
     # Each call was answered 401 at most once before its retry.
     assert clean.state.stats[COLLECTION] <= 2 * len(ids)
+
+
+async def test_token_fetches_and_retries_after_401_pass_the_call_gate(clean, connector):
+    conn, recorder = connector
+    gated = 0
+
+    async def gate() -> None:
+        nonlocal gated
+        gated += 1
+
+    token = call_gate.set(gate)
+    try:
+        await conn.people_by_id(clean.crm_ids[:1])  # token fetch + read
+        clean.revoke(recorder.bearers[-1])
+        await conn.people_by_id(clean.crm_ids[1:2])  # read, 401, token fetch, read
+    finally:
+        call_gate.reset(token)
+    assert clean.state.stats[TOKEN_ROUTE] == 2
+    assert clean.state.stats[COLLECTION] == 3
+    assert gated == 5  # every request the connector sent; the test's revoke is not one
 
 
 async def test_a_token_rejected_twice_is_not_retried_again(clean, connector):

@@ -5,7 +5,8 @@ the connector with the sandbox credentials, and checks the behaviour the
 gateway relies on: batch-first lookups keyed by normalized email whatever the
 vendor stored, absent keys for unknown people, by-id reads that agree with the
 email lookups, source references on every record, a bounded number of
-upstream calls per batch, and the SDK error tree for bad credentials.
+upstream calls per batch, every call made through the SDK's client, and the
+SDK error tree for bad credentials.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from connectors.sdk.base import Connector, ConnectorSettings
 from connectors.sdk.errors import UpstreamAuthError
+from connectors.sdk.http import call_gate
 from connectors.sdk.models import Domain
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, SandboxState
 
@@ -132,6 +134,28 @@ class ConnectorContract:
         bound = math.ceil(50 / contract_connector.email_batch_size)
         for route, calls in contract_state.stats.items():
             assert calls <= bound, f"{route}: {calls} calls for 50 emails (bound {bound})"
+
+    async def test_every_vendor_call_passes_the_call_gate(
+        self, contract_connector: Connector, contract_state: SandboxState
+    ) -> None:
+        """The gateway meters vendor calls (its rate limits) at the VendorClient's
+        call gate: a call made around the client would escape the limit."""
+        emails = [p["email"] for p in self._present(contract_state)[:50]]
+        gated = 0
+
+        async def gate() -> None:
+            nonlocal gated
+            gated += 1
+
+        contract_state.stats.clear()
+        token = call_gate.set(gate)
+        try:
+            await self._by_email(contract_connector, emails)
+        finally:
+            call_gate.reset(token)
+        served = sum(contract_state.stats.values())
+        assert served > 0
+        assert gated == served, f"{gated} gated, {served} served"
 
     async def test_bad_credentials_raise_auth_error(self, contract_base_url: str) -> None:
         cls = connector_class(self.vendor)
