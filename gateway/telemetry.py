@@ -49,7 +49,7 @@ class _Tally(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
-        # A copy: a scrape may run while the loop is between two increments.
+        # A copy, so a scrape rendered off the loop's thread still sees one dict.
         for values, count in list(self.counts.items()):
             family.add_metric(list(values), count)
         yield family

@@ -61,9 +61,9 @@ TransportName = Literal["aiohttp", "httpcore"]
 Params = Mapping[str, str | int | Sequence[str]]
 
 #: Awaited before each HTTP request a :class:`VendorClient` sends (auth flows'
-#: own requests included), when set. A context
-#: variable, so it follows the call into the tasks a connector starts for its
-#: chunks; whoever sets it bounds the wait (the gateway: the attempt's timeout).
+#: own requests included), when set. A context variable, so it follows the
+#: call into the tasks a connector starts for its chunks; whoever sets it
+#: bounds the wait (the gateway: the attempt's timeout).
 call_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
     "c360_call_gate", default=None
 )
