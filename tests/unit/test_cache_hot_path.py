@@ -12,21 +12,10 @@ from gateway import _codec
 from gateway.cache import MISSING, CacheLayer, CachePolicy, MemoryStore, Ttl
 from gateway.context import Loaders
 from gateway.upstream import RequestScope
+from tests.unit.test_cache import Clock, Conn
 
 TTL = Ttl(soft=10, hard=100, max_stale=1000, negative=5)
 SECRET = b"s" * 32
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Conn:
-    name = "crm"
 
 
 def answer(key: str) -> list[Person]:
