@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway._jwks import usable_url
 from gateway.config import ConfigError
+from gateway.policy import BUILTIN_ROLE_SCOPES, SCOPES
 
 __all__ = [
     "ALL_SCOPES",
@@ -23,30 +24,10 @@ __all__ = [
     "auth_settings_from_mapping",
 ]
 
-ALL_SCOPES = frozenset(
-    {
-        "crm:read",
-        "tickets:read",
-        "billing:read",
-        "marketing:read",
-        "pii:read",
-        "pii:sensitive",
-        "audit:read",
-    }
-)
-
-# The built-in roles and what each may read; config can replace any of them.
-# gateway.policy decides field access from the resulting scopes.
-DEFAULT_ROLE_SCOPES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "support_agent": frozenset({"crm:read", "tickets:read", "marketing:read", "pii:read"}),
-        "account_manager": frozenset({"crm:read", "tickets:read", "billing:read", "pii:read"}),
-        "marketing": frozenset({"crm:read", "marketing:read"}),
-        "billing_admin": frozenset({"crm:read", "billing:read", "pii:read", "pii:sensitive"}),
-        "integration": frozenset({"crm:read", "tickets:read", "billing:read", "marketing:read"}),
-        "admin": ALL_SCOPES,
-    }
-)
+# The scopes and built-in roles are the policy's (gateway.policy decides field
+# access from them); config can replace any role's scopes.
+ALL_SCOPES = SCOPES
+DEFAULT_ROLE_SCOPES: Mapping[str, frozenset[str]] = BUILTIN_ROLE_SCOPES
 BUILTIN_ROLES = tuple(DEFAULT_ROLE_SCOPES)
 
 # RFC 8176 authentication methods that are a factor beyond a password.

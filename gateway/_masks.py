@@ -5,20 +5,11 @@ Re-exported by :mod:`gateway.policy`, which decides when they apply.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import phonenumbers
 
+from connectors.sdk import PiiKind
+
 __all__ = ["PiiKind", "mask", "mask_email", "mask_last4", "mask_name", "mask_phone"]
-
-
-class PiiKind(StrEnum):
-    EMAIL = "EMAIL"
-    PHONE = "PHONE"
-    NAME = "NAME"
-    ID = "ID"  # card numbers, account numbers, national ids: last 4 when masked
-    OTHER = "OTHER"  # a value of any of the above; masked by its shape
-
 
 _MASK = "***"
 

@@ -5,6 +5,8 @@ Routes::
     POST /graphql                              the customer-360 schema (bearer token required)
     GET  /graphql                              GraphiQL, only when enabled (the demo)
     GET  /healthz                              liveness: {"status": "ok", "connectors": [...]}
+    GET  /readyz                               readiness: 503 while the audit trail cannot
+                                               take events (PII would be withheld)
     GET  /metrics                              Prometheus text format
     GET  /.well-known/oauth-protected-resource RFC 9728: which issuer signs our tokens
     POST /webhooks/{connector}[/{secret}]      vendor webhooks: verify, evict, broadcast
@@ -12,7 +14,6 @@ Routes::
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -22,7 +23,6 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,7 +31,6 @@ from strawberry.schema import BaseSchema
 
 from gateway._limits import BodyLimit
 from gateway._ratelimit import rate_limit_from_mapping
-from gateway.audit import AuditError
 from gateway.auth import AuthSettings, principal_or_response, resource_metadata
 from gateway.config import Settings
 from gateway.context import Context, Loaders
@@ -69,6 +68,7 @@ class GraphQLView(GraphQL[Context, None]):
             principal=getattr(request.state, "principal", None),
             request_id=getattr(request.state, "request_id", None),
             policy=rt.policy,
+            audit=rt.audit,
         )
         request.state.c360_context = context
         return context
@@ -80,35 +80,6 @@ def _request_id(request: Request) -> str:
     if 8 <= len(given) <= 64 and all(c.isalnum() or c in "-_." for c in given):
         return given
     return uuid.uuid4().hex
-
-
-async def _operation_name(request: Request) -> str | None:
-    try:
-        name = json.loads(await request.body()).get("operationName")
-    except (ValueError, AttributeError):
-        return None
-    return name if isinstance(name, str) and len(name) <= 200 else None
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-async def _audit(runtime: Runtime, context: Context, operation: str | None, ip: str | None) -> None:
-    principal = context.principal
-    for customer_id, fields in sorted(context.pii_reads.items()):
-        try:
-            await runtime.audit.record(
-                subject=principal.subject if principal is not None else "anonymous",
-                client_id=getattr(principal, "client_id", None),
-                customer_id=customer_id,
-                fields=sorted(fields),
-                operation=operation,
-                request_id=context.request_id,
-                source_ip=ip,
-            )
-        except (AuditError, ValueError):
-            logger.exception("audit event for request %s could not be written", context.request_id)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -169,13 +140,6 @@ def create_app(
         telemetry.graphql_latency.observe(time.perf_counter() - started)
         telemetry.graphql_requests.labels("ok" if response.status_code == 200 else "error").inc()
         response.headers["x-request-id"] = request.state.request_id
-        context = getattr(request.state, "c360_context", None)
-        if context is not None and context.pii_reads:
-            # Written after the response is sent: an fsync per request would
-            # sit on every PII read's latency. A failed write is logged.
-            response.background = BackgroundTask(
-                _audit, runtime, context, await _operation_name(request), _client_ip(request)
-            )
         return response
 
     async def _admit(request: Request) -> Response | None:
@@ -205,6 +169,14 @@ def create_app(
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "connectors": runtime.connectors.names})
 
+    async def readyz(_: Request) -> Response:
+        # Liveness stays green (a restart does not fix a full disk); readiness
+        # takes the replica out of rotation while it cannot serve PII.
+        reason = await runtime.audit.probe()
+        if reason is not None:
+            return JSONResponse({"status": "unavailable", "audit": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "audit": "ok"})
+
     async def metrics(_: Request) -> Response:
         return Response(telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -227,6 +199,7 @@ def create_app(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/.well-known/oauth-protected-resource", protected_resource, methods=["GET"]),
             # Vendors sign their webhooks (or hold a URL secret): no bearer token here.

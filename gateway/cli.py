@@ -4,6 +4,7 @@ c360 demo     [--port 8000] [--sandbox-port 8700] [--customers N] [--seed S] [--
 c360 serve    --config FILE [--host H] [--port P] [--workers W]
 c360 sandbox  [--port 8700] [--customers N] [--seed S] [--latency-ms L]
 c360 schema   print the SDL
+c360 roles    [--config FILE]  what every role gets on every guarded field
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.applications import Starlette
 
 from connectors.sdk.errors import ConfigurationError
 from connectors.sdk.sandbox import SandboxState, World, create_combined_app, parse_faults
-from gateway.config import ConfigError, load_settings
+from gateway.config import ConfigError, load_document, load_settings
 from gateway.demo import SANDBOX_VENDORS, sandbox_settings
 
 __all__ = ["main", "serve_factory"]
@@ -204,6 +205,30 @@ def _cmd_schema(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_roles(args: argparse.Namespace) -> int:
+    from gateway.auth import auth_settings_from_mapping
+    from gateway.policy import BUILTIN_ROLE_SCOPES, policy_from_mapping
+    from schema import build_schema
+    from schema.roles import role_matrix
+
+    raw: dict[str, Any] = {}
+    if args.config:
+        try:
+            raw = dict(load_document(args.config))
+        except ConfigError as exc:
+            raise SystemExit(f"c360: {exc}") from None
+    try:
+        auth = auth_settings_from_mapping(raw["auth"]) if raw.get("auth") else None
+        policy = policy_from_mapping(
+            raw.get("policy"), role_scopes=auth.role_scopes if auth is not None else None
+        )
+    except ConfigError as exc:
+        raise SystemExit(f"c360: {exc}") from None
+    roles = [*BUILTIN_ROLE_SCOPES, *sorted(set(policy.roles) - set(BUILTIN_ROLE_SCOPES))]
+    print(role_matrix(build_schema(), policy, roles), end="")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c360", description="customer-360 GraphQL gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +268,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     schema = sub.add_parser("schema", help="print the GraphQL SDL")
     schema.set_defaults(func=_cmd_schema)
+    roles = sub.add_parser("roles", help="what every role gets on every guarded field")
+    roles.add_argument(
+        "--config", help="the gateway config whose policy to show (default: built-in)"
+    )
+    roles.set_defaults(func=_cmd_roles)
     return parser
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "ConfigError",
     "ConnectorConfig",
     "Settings",
+    "load_document",
     "load_settings",
     "resolve_secret",
     "settings_from_mapping",
@@ -174,6 +175,11 @@ def settings_from_mapping(
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
+    return settings_from_mapping(load_document(path))
+
+
+def load_document(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The config file as a mapping, not yet validated (for tools that read one section)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
@@ -182,4 +188,4 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         raise ConfigError(f"config file {path} is not valid YAML") from exc
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {path} must hold a mapping")
-    return settings_from_mapping(data)
+    return data

@@ -9,7 +9,7 @@ here can leak into another principal's response.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +74,12 @@ class Loaders:
             self._loaders[key] = loader
         return loader
 
+    def results(self) -> Iterator[Any]:
+        """Every answer this request has received so far (a record, a list, ``None``)."""
+        for future in self._known.values():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                yield future.result()
+
     def load(self, connector: Connector, method: str, key: str) -> asyncio.Future[Any]:
         """A future of the key's answer: awaiting or gathering it costs no task.
 
@@ -110,8 +116,16 @@ class Context:
     policy: Any = None
     # Echoed as X-Request-Id and in masked errors, so reports match the logs.
     request_id: str | None = None
-    # PII fields shown per customer id, for the audit trail.
-    pii_reads: dict[str, set[str]] = field(default_factory=dict)
+    # PII shown per customer id, for the audit trail: {"Customer.email": "full"}.
+    pii_reads: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Where PII was shown, and what the field shows instead when it must be
+    # withheld (the audit trail could not take the event).
+    pii_paths: list[tuple[list[str | int], Any]] = field(default_factory=list)
+    # The audit trail (gateway.audit.AuditTrail) events are recorded in.
+    audit: Any = None
+    # Sources that failed while a customer was resolved, by the customer's
+    # response path: each becomes an error there (schema.extensions.partial).
+    unreachable: list[tuple[list[str | int], UpstreamError]] = field(default_factory=list)
     # Where stale cached values ended up: (source, operation, key) -> field path.
     stale_paths: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     response: Any = None

@@ -40,12 +40,14 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from gateway._masks import PiiKind, mask, mask_email, mask_last4, mask_name, mask_phone
+from connectors.sdk import PiiKind, PiiRule
+from gateway._masks import mask, mask_email, mask_last4, mask_name, mask_phone
 from gateway.config import ConfigError
 
 __all__ = [
     "BUILTIN_PII",
     "BUILTIN_ROLE_SCOPES",
+    "CUSTOMERS_READ",
     "DEFAULT_POLICY",
     "SCOPES",
     "Access",
@@ -64,11 +66,15 @@ __all__ = [
     "policy_from_mapping",
 ]
 
+#: Looking customers up at all: who they are, their record ids, provenance and
+#: data quality. Without it ``customer``, ``customers`` and ``searchCustomers``
+#: are FORBIDDEN before any vendor is asked.
+CUSTOMERS_READ = "customers:read"
 PII_READ = "pii:read"
 PII_SENSITIVE = "pii:sensitive"
 SCOPES = frozenset(
-    {"crm:read", "tickets:read", "billing:read", "marketing:read", PII_READ, PII_SENSITIVE,
-     "audit:read"}
+    {CUSTOMERS_READ, "crm:read", "tickets:read", "billing:read", "marketing:read", PII_READ,
+     PII_SENSITIVE, "audit:read"}
 )  # fmt: skip
 
 
@@ -104,12 +110,6 @@ _ACCESS = {Treatment.HIDDEN: Access.HIDDEN, Treatment.MASKED: Access.MASKED,
 
 
 @dataclass(frozen=True, slots=True)
-class PiiRule:
-    kind: PiiKind
-    sensitive: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     access: Access
     missing: tuple[str, ...] = ()
@@ -131,11 +131,19 @@ class RolePolicy:
 
 BUILTIN_ROLE_SCOPES: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "support_agent": frozenset({"crm:read", "tickets:read", "marketing:read", PII_READ}),
-        "account_manager": frozenset({"crm:read", "tickets:read", "billing:read", PII_READ}),
-        "marketing": frozenset({"crm:read", "marketing:read"}),
-        "billing_admin": frozenset({"crm:read", "billing:read", PII_READ, PII_SENSITIVE}),
-        "integration": frozenset({"crm:read", "tickets:read", "billing:read", "marketing:read"}),
+        "support_agent": frozenset(
+            {CUSTOMERS_READ, "crm:read", "tickets:read", "marketing:read", PII_READ}
+        ),
+        "account_manager": frozenset(
+            {CUSTOMERS_READ, "crm:read", "tickets:read", "billing:read", PII_READ}
+        ),
+        "marketing": frozenset({CUSTOMERS_READ, "crm:read", "marketing:read"}),
+        "billing_admin": frozenset(
+            {CUSTOMERS_READ, "crm:read", "billing:read", PII_READ, PII_SENSITIVE}
+        ),
+        "integration": frozenset(
+            {CUSTOMERS_READ, "crm:read", "tickets:read", "billing:read", "marketing:read"}
+        ),
         "admin": SCOPES,
     }
 )

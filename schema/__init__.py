@@ -9,7 +9,10 @@ from strawberry.schema.config import StrawberryConfig
 from schema._logging import GatewaySchema
 from schema.customer import Customer
 from schema.extensions import HardeningLimits, hardening_extensions
+from schema.extensions.audit import AuditReads
+from schema.extensions.pii_egress import PiiEgress
 from schema.extensions.stale import StaleNotes
+from schema.extensions.unreachable import PartialAnswers
 from schema.query import Query, SystemRefInput
 
 __all__ = ["Customer", "Query", "SystemRefInput", "build_schema"]
@@ -27,6 +30,12 @@ def build_schema(
             # Clients send the same few documents again and again; parsing and
             # validating them was most of the gateway's CPU per request.
             StaleNotes,
+            # After execution, innermost first: every failed source gets its
+            # error, PII outside a guarded field is withheld, then the
+            # request's PII reads are audited before the response leaves.
+            AuditReads,
+            PiiEgress,
+            PartialAnswers,
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
         ],

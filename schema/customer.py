@@ -6,14 +6,14 @@ from datetime import datetime
 
 import strawberry
 
-from connectors.sdk import Domain, MarketingMember, Person
+from connectors.sdk import Domain, MarketingMember, Person, PiiRule, pii_attributes
 from gateway.golden import GoldenRecord
-from gateway.identity import Profile
+from gateway.identity import CustomerIds, Profile
 from schema._loading import Ctx, gather_loads, load, newest_first
 from schema.account import Account
-from schema.directives import Auth, Pii, PiiKind
+from schema.directives import Auth, PiiFromRecord
 from schema.errors import upstream_error
-from schema.permissions import Guard
+from schema.permissions import Guard, pii_of
 from schema.types import Invoice, MarketingProfile, Source, Subscription, Ticket
 
 __all__ = ["ConflictValue", "Customer", "DataQuality", "Duplicate", "FieldConflict", "Provenance"]
@@ -34,14 +34,23 @@ class Duplicate:
     record_ids: list[strawberry.ID]
 
 
+def _conflict_rule(value: ConflictValue) -> PiiRule | None:
+    return value._rule
+
+
 @strawberry.type
 class ConflictValue:
     system: str
     record_id: strawberry.ID
-    # Conflicting phones show up here too, so this is as sensitive as a phone.
+    # As personal as the attribute in conflict: a phone's is a phone.
     value: str = strawberry.field(
-        directives=[Pii(kind=PiiKind.OTHER, sensitive=True)], extensions=[Guard()]
+        directives=[PiiFromRecord()], extensions=[Guard(rule_of=_conflict_rule)]
     )
+    _rule: strawberry.Private[PiiRule | None] = None
+    _owner: strawberry.Private[str] = ""
+
+    def audit_owner(self, ids: CustomerIds) -> str:
+        return self._owner
 
 
 @strawberry.type
@@ -59,6 +68,8 @@ class DataQuality:
 
 
 _CAMEL = {"first_name": "firstName", "last_name": "lastName"}
+# A golden attribute's PII rule is its canonical attribute's.
+_PERSON_PII = pii_attributes(Person)
 
 
 def _raise_failure(profile: Profile, domain: Domain) -> None:
@@ -76,23 +87,26 @@ class Customer:
     _profile: strawberry.Private[Profile]
     _golden: strawberry.Private[GoldenRecord]
 
-    @strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
+    def audit_owner(self, ids: CustomerIds) -> str:
+        return str(self.id)
+
+    @strawberry.field(directives=[pii_of(Person, "name")], extensions=[Guard()])
     def name(self) -> str | None:
         return self._golden.get("name")
 
-    @strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
+    @strawberry.field(directives=[pii_of(Person, "first_name")], extensions=[Guard()])
     def first_name(self) -> str | None:
         return self._golden.get("first_name")
 
-    @strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
+    @strawberry.field(directives=[pii_of(Person, "last_name")], extensions=[Guard()])
     def last_name(self) -> str | None:
         return self._golden.get("last_name")
 
-    @strawberry.field(directives=[Pii(kind=PiiKind.EMAIL)], extensions=[Guard()])
+    @strawberry.field(directives=[pii_of(Person, "email")], extensions=[Guard()])
     def email(self) -> str | None:
         return self._golden.get("email")
 
-    @strawberry.field(directives=[Pii(kind=PiiKind.PHONE, sensitive=True)], extensions=[Guard()])
+    @strawberry.field(directives=[pii_of(Person, "phone")], extensions=[Guard()])
     def phone(self) -> str | None:
         return self._golden.get("phone")
 
@@ -102,7 +116,7 @@ class Customer:
 
     @strawberry.field(
         description="Every address any system holds, normalized (not reconciled).",
-        directives=[Pii(kind=PiiKind.EMAIL)],
+        directives=[pii_of(Person, "email")],
         extensions=[Guard()],
     )
     def emails(self) -> list[str]:
@@ -110,7 +124,7 @@ class Customer:
 
     @strawberry.field(
         description="Every phone any system holds, in E.164 (not reconciled).",
-        directives=[Pii(kind=PiiKind.PHONE, sensitive=True)],
+        directives=[pii_of(Person, "phone")],
         extensions=[Guard()],
     )
     def phones(self) -> list[str]:
@@ -122,7 +136,7 @@ class Customer:
         # in a stable order whatever order the systems answered in.
         refs = {(link.record.source.system, link.record.source.record_id): link.record.source
                 for link in self._profile.all()}  # fmt: skip
-        return [Source.of(refs[k]) for k in sorted(refs)]
+        return [Source.of(refs[k], str(self.id)) for k in sorted(refs)]
 
     @strawberry.field(description="Where each golden attribute came from.")
     def provenance(self) -> list[Provenance]:
@@ -147,7 +161,11 @@ class Customer:
                 field=_CAMEL.get(c.field, c.field),
                 values=[
                     ConflictValue(
-                        system=v.system, record_id=strawberry.ID(v.record_id), value=v.value
+                        system=v.system,
+                        record_id=strawberry.ID(v.record_id),
+                        value=v.value,
+                        _rule=_PERSON_PII.get(c.field),
+                        _owner=str(self.id),
                     )
                     for v in c.values
                 ],
@@ -229,4 +247,4 @@ class Customer:
             for link in self._profile.records(Domain.MARKETING)
             if isinstance(link.record, MarketingMember)
         ]
-        return MarketingProfile.of(links) if links else None
+        return MarketingProfile.of(links, str(self.id)) if links else None

@@ -2,8 +2,11 @@
 
 ``@auth(requires: ["billing:read"])`` names the scopes a field needs;
 ``@pii(kind: EMAIL, sensitive: false)`` marks personal data the policy may
-mask or hide. They only describe: :class:`schema.permissions.Guard`, on the
-same field, enforces them (``gateway.policy`` decides).
+mask or hide (its kind is the canonical model's, see ``connectors.sdk.pii``);
+``@piiFromRecord`` marks a field whose value is personal data only for some
+records, of the kind the record says (a conflict's value, an id derived from
+an email). They only describe: :class:`schema.permissions.Guard`, on the same
+field, enforces them (``gateway.policy`` decides).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from strawberry.schema_directive import Location
 
 from gateway.policy import PiiKind, PiiRule
 
-__all__ = ["Auth", "Pii", "PiiKind"]
+__all__ = ["Auth", "Pii", "PiiFromRecord", "PiiKind"]
 
 strawberry.enum(
     PiiKind,
@@ -45,3 +48,15 @@ class Pii:
     @property
     def rule(self) -> PiiRule:
         return PiiRule(self.kind, self.sensitive)
+
+
+@strawberry.schema_directive(
+    locations=[Location.FIELD_DEFINITION],
+    name="piiFromRecord",
+    description=(
+        "Personal data for some records, of the kind the record says (a conflicting "
+        "phone, an id derived from an email): treated like @pii of that kind when it is."
+    ),
+)
+class PiiFromRecord:
+    pass

@@ -9,16 +9,26 @@ from typing import TypeVar
 
 import strawberry
 
-from connectors.sdk import Connector, CrmConnector, Page, Person, UpstreamError, normalize_email
+from connectors.sdk import (
+    Connector,
+    CrmConnector,
+    Page,
+    Person,
+    PiiKind,
+    UpstreamError,
+    normalize_email,
+    pii_attributes,
+)
 from gateway.cursors import InvalidCursor
 from gateway.golden import GoldenRecord
 from gateway.identity import InvalidCustomerId, Profile, resolve
+from gateway.policy import CUSTOMERS_READ, DEFAULT_POLICY, Access, Policy
 from schema._loading import Ctx
 from schema.account import Account
 from schema.customer import Customer
 from schema.directives import Auth
 from schema.errors import bad_input, upstream_error
-from schema.permissions import Guard
+from schema.permissions import Guard, forbidden
 from schema.types import Connection
 
 __all__ = ["MAX_PAGE", "Query", "SystemRefInput"]
@@ -58,27 +68,71 @@ def _connector(info: Ctx, system: str, argument: str) -> Connector:
     return connector
 
 
-def _wrap(info: Ctx, profile: Profile | None) -> Customer | None:
+Path = list[str | int]
+
+
+def _wrap(info: Ctx, profile: Profile | None, path: Path) -> Customer | None:
     if profile is None:
         return None
     ctx = info.context
+    for failure in profile.failures.values():
+        # Said at the customer's path even when no field of that system was
+        # asked for: its records are missing from everything else.
+        ctx.unreachable.append((path, failure))
     golden = GoldenRecord(profile, ctx.identity, ctx.connectors.names)
     anchor = golden.anchor
     return Customer(id=strawberry.ID(ctx.ids.encode(anchor) if anchor else ""), _profile=profile,
                     _golden=golden)  # fmt: skip
 
 
-async def _by_anchor(info: Ctx, anchor: str) -> Customer | None:
+async def _by_anchor(info: Ctx, anchor: str, path: Path) -> Customer | None:
     try:
         if anchor.startswith("e:"):
-            return _wrap(info, await resolve(info.context, email=anchor[2:]))
+            return _wrap(info, await resolve(info.context, email=anchor[2:]), path)
         system, _, record_id = anchor[2:].partition(":")
         connector = info.context.connectors.by_name.get(system)
         if connector is None:
             return None
-        return _wrap(info, await resolve(info.context, ref=(connector, record_id)))
+        return _wrap(info, await resolve(info.context, ref=(connector, record_id)), path)
     except UpstreamError as exc:
         raise upstream_error(exc) from exc
+
+
+_SEARCHED_AS = {PiiKind.EMAIL: "email", PiiKind.PHONE: "phone", PiiKind.NAME: "name"}
+_PERSON_PII = pii_attributes(Person)
+_SEARCH_RULES = {
+    PiiKind.EMAIL: _PERSON_PII["email"],
+    PiiKind.PHONE: _PERSON_PII["phone"],
+    PiiKind.NAME: _PERSON_PII["name"],
+}
+
+
+def _search_kind(text: str) -> PiiKind:
+    """What a search text is: an email (has an @), a phone (digits, no letters), or a name."""
+    if "@" in text:
+        return PiiKind.EMAIL
+    if not any(ch.isalpha() for ch in text) and sum(ch.isdigit() for ch in text) >= 3:
+        return PiiKind.PHONE
+    return PiiKind.NAME
+
+
+def _searchable(info: Ctx, text: str) -> PiiKind:
+    """Search only fields whose values the caller may see in full: a match on
+    anything else would tell them a value they may not read."""
+    kind = _search_kind(text)
+    policy: Policy = info.context.policy or DEFAULT_POLICY
+    decision = policy.decide(info.context.principal, (), _SEARCH_RULES[kind])
+    if decision.access is not Access.ALLOWED:
+        what = _SEARCHED_AS[kind]
+        error = forbidden(
+            (),
+            f"searching by {what} needs {what}s shown in full; this caller sees them "
+            f"{decision.access.value}" + (" (sign in with MFA)" if decision.mfa_required else ""),
+        )
+        error.extensions = {**(error.extensions or {}), "searchedBy": what,
+                            "mfaRequired": decision.mfa_required}  # fmt: skip
+        raise error
+    return kind
 
 
 def _crm(info: Ctx) -> CrmConnector:
@@ -99,7 +153,9 @@ def _item(result: Customer | BaseException | None) -> Customer | None:
 @strawberry.type
 class Query:
     @strawberry.field(
-        description="One customer, by exactly one of: gateway id, email, or a system's id."
+        description="One customer, by exactly one of: gateway id, email, or a system's id.",
+        directives=[Auth(requires=[CUSTOMERS_READ])],
+        extensions=[Guard()],
     )
     async def customer(
         self,
@@ -111,24 +167,29 @@ class Query:
         given = [name for name, v in (("id", id), ("email", email), ("ref", ref)) if v is not None]
         if len(given) != 1:
             raise bad_input("give exactly one of id, email or ref", given=given)
+        here = info.path.as_list()
         if id is not None:
-            return await _by_anchor(info, _anchor(info, str(id)))
+            return await _by_anchor(info, _anchor(info, str(id)), here)
         if email is not None:
-            return await _by_anchor(info, "e:" + _email(email))
+            return await _by_anchor(info, "e:" + _email(email), here)
         assert ref is not None
         connector = _connector(info, ref.system, "ref.system")
         record_id = str(ref.id).strip()
         if not record_id or len(record_id) > 200:
             raise bad_input("ref.id must be a non-empty id", argument="ref.id")
-        return await _by_anchor(info, f"r:{connector.name}:{record_id}")
+        return await _by_anchor(info, f"r:{connector.name}:{record_id}", here)
 
-    @strawberry.field(description="Several customers, in input order; null where unknown.")
+    @strawberry.field(
+        description="Several customers, in input order; null where unknown.",
+        directives=[Auth(requires=[CUSTOMERS_READ])],
+        extensions=[Guard()],
+    )
     async def customers(
         self,
         info: Ctx,
         ids: list[strawberry.ID] | None = None,
         emails: list[str] | None = None,
-    ) -> list[Customer | None]:
+    ) -> list[Customer | None] | None:
         if (ids is None) == (emails is None):
             raise bad_input("give exactly one of ids or emails")
         values = [str(v) for v in (ids if ids is not None else emails or [])]
@@ -143,14 +204,19 @@ class Query:
             anchors = ["e:" + _email(v) for v in values]
         # An exception as a list item becomes that item's own error (with its
         # index in the path), so one failing customer does not void the list.
+        here = info.path.as_list()
         found = await asyncio.gather(
-            *(_by_anchor(info, a) for a in anchors), return_exceptions=True
+            *(_by_anchor(info, a, [*here, i]) for i, a in enumerate(anchors)),
+            return_exceptions=True,
         )
         return [_item(r) for r in found]
 
     @strawberry.field(
-        description="Full-text search over the CRM's people, as customers.",
-        directives=[Auth(requires=["crm:read"])],
+        description=(
+            "Search the CRM's people, as customers: by name, by email (text with an @) or by "
+            "phone (digits only). Only what the caller may see in full can be searched."
+        ),
+        directives=[Auth(requires=[CUSTOMERS_READ, "crm:read"])],
         extensions=[Guard()],
     )
     async def search_customers(
@@ -159,15 +225,18 @@ class Query:
         text = text.strip()
         if not 2 <= len(text) <= 100:
             raise bad_input("text must be 2 to 100 characters", argument="text")
+        within = _searchable(info, text)
         scope = "search:" + hashlib.sha256(text.lower().encode()).hexdigest()
         crm = _crm(info)
 
         async def fetch(limit: int, cursor: str | None) -> Page[Person]:
-            return await crm.search_people(text, limit, cursor)
+            return await crm.search_people(text, limit, cursor, within=within)
 
         window, more = await _vendor_window(info, scope, first, after, fetch)
+        here = info.path.as_list()
         found = await asyncio.gather(
-            *(_by_anchor(info, f"r:{crm.name}:{p.id}") for _, p in window), return_exceptions=True
+            *(_by_anchor(info, f"r:{crm.name}:{p.id}", here) for _, p in window),
+            return_exceptions=True,
         )
         edges = [(c, _item(r)) for (c, _), r in zip(window, found, strict=True)]
         return Connection.of(edges, more, None)  # type: ignore[arg-type]

@@ -12,11 +12,12 @@ from typing import Generic, TypeVar
 
 import strawberry
 
-from connectors.sdk import Connector
+from connectors.sdk import Connector, PiiRule
 from connectors.sdk import models as m
+from gateway.identity import CustomerIds
 from schema._loading import Ctx, gather_loads, newest_first
-from schema.directives import Pii, PiiKind
-from schema.permissions import Guard
+from schema.directives import PiiFromRecord
+from schema.permissions import Guard, pii_of
 
 __all__ = [
     "Connection",
@@ -37,21 +38,43 @@ __all__ = [
 T = TypeVar("T")
 
 
+def _id_rule(source: Source) -> PiiRule | None:
+    return PiiRule(source._id_pii) if source._id_pii is not None else None
+
+
+def record_owner(ids: CustomerIds, system: str, record_id: str) -> str:
+    """The customer id that names one record's person (``customer(id:)`` resolves it)."""
+    return ids.encode(f"r:{system}:{record_id}")
+
+
 @strawberry.type(description="Where a record lives: a system and its id there.")
 class Source:
     system: str
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(
+        description="The record's id in its system; personal data when the system derives "
+        "it from one (Mailchimp's subscriber hash is md5 of the email).",
+        directives=[PiiFromRecord()],
+        extensions=[Guard(rule_of=_id_rule)],
+    )
     url: str | None
     updated_at: datetime | None
+    _id_pii: strawberry.Private[m.PiiKind | None] = None
+    # The customer this record was shown for, when there is one.
+    _owner: strawberry.Private[str | None] = None
 
     @classmethod
-    def of(cls, ref: m.SourceRef) -> Source:
+    def of(cls, ref: m.SourceRef, owner: str | None = None) -> Source:
         return cls(
             system=ref.system,
             id=strawberry.ID(ref.record_id),
             url=ref.url,
             updated_at=ref.updated_at,
+            _id_pii=ref.id_pii,
+            _owner=owner,
         )
+
+    def audit_owner(self, ids: CustomerIds) -> str:
+        return self._owner or record_owner(ids, self.system, str(self.id))
 
 
 @strawberry.type
@@ -84,10 +107,14 @@ class Connection(Generic[T]):
 @strawberry.type(description="A person as the CRM knows them (an account's contact).")
 class Contact:
     id: strawberry.ID
-    name: str | None = strawberry.field(directives=[Pii(kind=PiiKind.NAME)], extensions=[Guard()])
-    email: str | None = strawberry.field(directives=[Pii(kind=PiiKind.EMAIL)], extensions=[Guard()])
-    # An account's business line, not a personal phone: ordinary PII.
-    phone: str | None = strawberry.field(directives=[Pii(kind=PiiKind.PHONE)], extensions=[Guard()])
+    # The person's own record: the same rules as the customer's fields.
+    name: str | None = strawberry.field(directives=[pii_of(m.Person, "name")], extensions=[Guard()])
+    email: str | None = strawberry.field(
+        directives=[pii_of(m.Person, "email")], extensions=[Guard()]
+    )
+    phone: str | None = strawberry.field(
+        directives=[pii_of(m.Person, "phone")], extensions=[Guard()]
+    )
     title: str | None
     source: Source
 
@@ -97,6 +124,9 @@ class Contact:
             id=strawberry.ID(person.id), name=person.name, email=person.email, phone=person.phone,
             title=person.title, source=Source.of(person.source),
         )  # fmt: skip
+
+    def audit_owner(self, ids: CustomerIds) -> str:
+        return record_owner(ids, self.source.system, str(self.id))
 
 
 @strawberry.type
@@ -199,9 +229,12 @@ class MarketingProfile:
     lists: list[MarketingList]
     consents: list[Consent]
     _links: strawberry.Private[list[tuple[Connector, m.MarketingMember]]]
+    _owner: strawberry.Private[str | None] = None
 
     @classmethod
-    def of(cls, links: list[tuple[Connector, m.MarketingMember]]) -> MarketingProfile:
+    def of(
+        cls, links: list[tuple[Connector, m.MarketingMember]], owner: str | None = None
+    ) -> MarketingProfile:
         statuses = [mem.status for _, mem in links if mem.status]
         consents: dict[str, m.Consent] = {}
         for _, mem in links:
@@ -216,7 +249,7 @@ class MarketingProfile:
             status=min(statuses, key=lambda s: _STATUS_RANK.get(s, 9)) if statuses else None,
             lists=[
                 MarketingList(id=strawberry.ID(mem.list_id or mem.id), name=mem.list_name,
-                              status=mem.status, source=Source.of(mem.source))
+                              status=mem.status, source=Source.of(mem.source, owner))
                 for _, mem in links
             ],
             consents=[
@@ -224,6 +257,7 @@ class MarketingProfile:
                 for c in sorted(consents.values(), key=lambda c: c.channel)
             ],
             _links=links,
+            _owner=owner,
         )  # fmt: skip
 
     @strawberry.field(description="Recent engagement (opens, clicks, …), newest first.")
@@ -238,6 +272,6 @@ class MarketingProfile:
         )
         return [
             EngagementEvent(kind=e.kind, occurred_at=e.occurred_at, detail=e.detail,
-                            source=Source.of(e.source))
+                            source=Source.of(e.source, self._owner))
             for e in events[:first]
         ]  # fmt: skip

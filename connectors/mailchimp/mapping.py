@@ -16,6 +16,7 @@ from connectors.sdk import (
     Consent,
     EngagementEvent,
     MarketingMember,
+    PiiKind,
     SourceRef,
     UpstreamProtocolError,
     normalize_email,
@@ -139,6 +140,8 @@ def member(body: Any, *, lists: ListNames, dc: str | None) -> MarketingMember:
             record_id=member_id,
             updated_at=updated_at,
             url=member_url(dc, raw.get("web_id")),
+            # The member id is the subscriber hash, md5 of the email: an email.
+            id_pii=PiiKind.EMAIL,
         ),
         email=normalize_email(stored) or stored,
         name=_name(raw),
@@ -183,6 +186,7 @@ def activity_feed(body: Any, *, member_id: str) -> list[EngagementEvent]:
                     system=SYSTEM,
                     record_id=f"{list_id}:{member_id}:{kind}:{stamp or ''}:{subject}",
                     updated_at=occurred_at,
+                    id_pii=PiiKind.EMAIL,  # it holds the subscriber hash
                 ),
                 member_id=member_id,
                 kind=kind,

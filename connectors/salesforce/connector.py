@@ -53,6 +53,7 @@ from connectors.sdk import (
     Organization,
     Page,
     Person,
+    PiiKind,
     UpstreamBadRequest,
     gather_chunks,
     group_by,
@@ -73,6 +74,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# SOSL search groups: where a search may look, by the kind of data it is for.
+_SEARCH_GROUPS = {
+    None: "ALL",
+    PiiKind.NAME: "NAME",
+    PiiKind.EMAIL: "EMAIL",
+    PiiKind.PHONE: "PHONE",
+}
 
 CONTACT_FIELDS = (
     "Id", "FirstName", "LastName", "Name", "Email", "Phone", "Title", "AccountId",
@@ -191,8 +199,11 @@ class SalesforceConnector(CrmConnector):
             "Contact", CONTACT_FIELDS, ids, mapping.person_from_contact, operation="people_by_id"
         )
 
-    async def search_people(self, text: str, limit: int, after: str | None) -> Page[Person]:
-        """Contacts holding every word of ``text`` in any field, in Id order:
+    async def search_people(
+        self, text: str, limit: int, after: str | None, *, within: PiiKind | None = None
+    ) -> Page[Person]:
+        """Contacts holding every word of ``text`` in any field (or in the
+        fields of one kind: ``NAME``, ``EMAIL`` or ``PHONE FIELDS``), in Id order:
         ``FIND {…} IN ALL FIELDS RETURNING Contact(… ORDER BY Id LIMIT n OFFSET m)``.
 
         Words are escaped (see :func:`._sosl.search_text`), so the text can
@@ -211,8 +222,9 @@ class SalesforceConnector(CrmConnector):
             return Page(items=())
         size = min(limit, MAX_ROWS - 1)
         fields = ", ".join(CONTACT_FIELDS)
+        group = _SEARCH_GROUPS[within]
         sosl = (
-            f"FIND {{{terms}}} IN ALL FIELDS RETURNING "
+            f"FIND {{{terms}}} IN {group} FIELDS RETURNING "
             f"Contact({fields} ORDER BY Id LIMIT {size + 1} OFFSET {offset})"
         )
         records = await self._search(sosl, operation="search_people")

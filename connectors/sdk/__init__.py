@@ -60,6 +60,7 @@ from connectors.sdk.models import (
     Subscription,
     Ticket,
 )
+from connectors.sdk.pii import PiiKind, PiiRule, pii, pii_attributes, pii_values
 
 __all__ = [
     "BillingConnector",
@@ -84,6 +85,8 @@ __all__ = [
     "Page",
     "PageRequest",
     "Person",
+    "PiiKind",
+    "PiiRule",
     "SourceRef",
     "Subscription",
     "Ticket",
@@ -105,4 +108,7 @@ __all__ = [
     "make_transport",
     "normalize_email",
     "normalize_phone",
+    "pii",
+    "pii_attributes",
+    "pii_values",
 ]

@@ -38,6 +38,7 @@ from connectors.sdk.models import (
     Organization,
     Page,
     Person,
+    PiiKind,
     Ticket,
 )
 
@@ -235,8 +236,12 @@ class CrmConnector(Connector):
         connector's own cursor from the previous page."""
         return Page(items=())
 
-    async def search_people(self, text: str, limit: int, after: str | None) -> Page[Person]:
-        """Full-text search over people (names, emails, phones)."""
+    async def search_people(
+        self, text: str, limit: int, after: str | None, *, within: PiiKind | None = None
+    ) -> Page[Person]:
+        """Full-text search over people: every field, or only the fields that
+        hold ``within`` (names, emails or phones). The gateway searches only
+        what the caller may see, so a connector must not widen ``within``."""
         return Page(items=())
 
     async def opportunities_of_organizations(

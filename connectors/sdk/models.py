@@ -2,7 +2,9 @@
 
 Records are immutable and vendor-neutral. Each carries a :class:`SourceRef`
 (system, record id, updated-at, deep link) so the gateway can always say where
-a value came from. Money is an integer in the currency's minor unit, as every
+a value came from. Attributes that hold personal data say which kind
+(:func:`connectors.sdk.pii.pii`), so the gateway's policy follows the value,
+not the field that shows it. Money is an integer in the currency's minor unit, as every
 billing vendor sends it; times are timezone-aware UTC datetimes.
 """
 
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
+
+from connectors.sdk.pii import PiiKind, PiiRule, pii
 
 __all__ = [
     "Consent",
@@ -23,6 +27,8 @@ __all__ = [
     "Organization",
     "Page",
     "Person",
+    "PiiKind",
+    "PiiRule",
     "SourceRef",
     "Subscription",
     "Ticket",
@@ -46,6 +52,9 @@ class SourceRef:
     record_id: str
     updated_at: datetime | None = None
     url: str | None = None
+    # Set when the id is computed from personal data (Mailchimp's subscriber
+    # hash is md5 of the email): the id is then PII of that kind.
+    id_pii: PiiKind | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,11 +62,12 @@ class Person:
     """A human as one system knows them: CRM contact, requester, billing customer."""
 
     source: SourceRef
-    name: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    email: str | None = None
-    phone: str | None = None
+    name: str | None = pii(PiiKind.NAME)
+    first_name: str | None = pii(PiiKind.NAME)
+    last_name: str | None = pii(PiiKind.NAME)
+    email: str | None = pii(PiiKind.EMAIL)
+    # A person's number, whichever system holds it: sensitive everywhere.
+    phone: str | None = pii(PiiKind.PHONE, sensitive=True)
     title: str | None = None
     organization_id: str | None = None
     # Ids this record carries for other systems, e.g. {"salesforce": "003…"}.
@@ -155,8 +165,8 @@ class MarketingMember:
     """One audience membership; ``list_id`` says which list or audience."""
 
     source: SourceRef
-    email: str | None = None
-    name: str | None = None
+    email: str | None = pii(PiiKind.EMAIL)
+    name: str | None = pii(PiiKind.NAME)
     status: str | None = None
     list_id: str | None = None
     list_name: str | None = None
@@ -172,7 +182,8 @@ class MarketingMember:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngagementEvent:
     source: SourceRef
-    member_id: str
+    # Mailchimp's member id is the subscriber hash: derived from the email.
+    member_id: str = pii(PiiKind.EMAIL, required=True)
     kind: str
     occurred_at: datetime | None = None
     detail: str | None = None

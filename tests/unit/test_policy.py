@@ -28,7 +28,7 @@ from gateway.policy import (
     policy_from_mapping,
 )
 from schema import build_schema
-from schema.directives import Auth, Pii
+from schema.directives import Auth, Pii, PiiFromRecord
 from schema.permissions import Guard
 
 
@@ -288,14 +288,20 @@ def test_every_directive_is_enforced_and_printed():
     schema = build_schema()
     guarded = set()
     for name, field in _fields(schema):
-        directives = [d for d in field.directives if isinstance(d, Auth | Pii)]
+        directives = [d for d in field.directives if isinstance(d, Auth | Pii | PiiFromRecord)]
         guards = [e for e in field.extensions if isinstance(e, Guard)]
         assert len(guards) == (1 if directives else 0), name
         if directives:
             guarded.add(name)
-    assert {"Customer.email", "Customer.tickets", "Contact.phone", "ConflictValue.value"} <= (
-        guarded
-    )
+    assert {
+        "Customer.email",
+        "Customer.tickets",
+        "Contact.phone",
+        "ConflictValue.value",
+        "Source.id",
+        "Query.customer",
+        "Query.customers",
+    } <= guarded
     sdl = schema.as_str()
     assert 'invoices: [Invoice!] @auth(requires: ["billing:read"])' in sdl
     assert "email: String @pii(kind: EMAIL, sensitive: false)" in sdl
