@@ -13,11 +13,15 @@ from connectors.sdk.testing.server import serve_in_thread
 from gateway.issuer import DevIssuer
 from tests.servers import gateway_config, gateway_process, sandbox_process
 
+#: The session sandbox's world: tests that need every stored value rebuild it
+#: in-process with ``World(**SESSION_WORLD)`` (the world is deterministic).
+SESSION_WORLD = {"customers": 300, "seed": 2}
+
 
 @pytest.fixture(scope="session")
 def sandbox_url() -> Iterator[str]:
     # Seed 2 holds every kind of seeded anomaly several times over.
-    with sandbox_process(customers=300, seed=2) as url:
+    with sandbox_process(**SESSION_WORLD) as url:
         yield url
 
 
