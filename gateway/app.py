@@ -61,7 +61,12 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             settings=rt.settings,
             connectors=rt.connectors,
-            loaders=Loaders(rt.connectors, rt.pipeline, rt.new_scope(), fresh=rt.cache.fresh),
+            loaders=Loaders(
+                rt.connectors,
+                rt.pipeline,
+                rt.new_scope(request_id=getattr(request.state, "request_id", None)),
+                fresh=rt.cache.fresh,
+            ),
             ids=rt.ids,
             identity=rt.identity,
             cursors=rt.cursors,

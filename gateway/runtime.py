@@ -116,9 +116,11 @@ class Runtime:
             self._authenticator = Authenticator(self.auth)
         return self._authenticator
 
-    def new_scope(self) -> RequestScope:
+    def new_scope(self, request_id: str | None = None) -> RequestScope:
         loop = asyncio.get_running_loop()
-        return RequestScope(deadline=loop.time() + self.settings.request_deadline)
+        return RequestScope(
+            deadline=loop.time() + self.settings.request_deadline, request_id=request_id
+        )
 
     def start(self) -> None:
         """Build everything now, so bad config fails at startup, not on a request."""

@@ -35,10 +35,13 @@ class RequestScope:
 
     ``deadline`` is an ``asyncio`` loop time after which no upstream work for
     this request is worth doing; ``None`` means no overall deadline.
+    ``request_id`` names the request in logs (``None``: no request asked, as
+    for a background refresh).
     """
 
     deadline: float | None = None
     stale: list[StaleNote] = field(default_factory=list)
+    request_id: str | None = None
 
 
 UpstreamCall = Callable[[Connector, str, Sequence[str], RequestScope], Awaitable[Mapping[str, Any]]]
