@@ -9,14 +9,20 @@ from pathlib import Path
 
 from connectors.sdk import ConnectorSettings
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS
+from gateway.audit import AuditKey
 from gateway.config import ConnectorConfig, Settings, TransportName
 
-__all__ = ["SANDBOX_VENDORS", "sandbox_settings"]
+__all__ = ["DEMO_AUDIT_KEY_TEXT", "SANDBOX_VENDORS", "sandbox_settings"]
 
 SANDBOX_VENDORS = ("salesforce", "zendesk", "stripe", "mailchimp")
 # A fixed, public key: demo customer ids stay the same across restarts. Never
 # use it outside the sandboxes -- `c360 serve` reads C360_ID_KEY instead.
 _DEMO_ID_KEY = hashlib.sha256(b"c360 demo customer ids").digest()
+# Likewise public: it signs the demo's audit trail, so `c360 audit verify
+# --key env:C360_AUDIT_KEY` works on it with C360_AUDIT_KEY=DEMO_AUDIT_KEY_TEXT.
+# Never use it outside the sandboxes -- `c360 serve` requires audit.key.
+DEMO_AUDIT_KEY_TEXT = "YzM2MC1kZW1vLWF1ZGl0LWtleS1wdWJsaWMtbm90LXNlY3JldA"
+_DEMO_AUDIT_KEY = AuditKey.from_text(DEMO_AUDIT_KEY_TEXT, where="demo")
 
 
 def sandbox_settings(
@@ -57,6 +63,7 @@ def sandbox_settings(
             "audit": {
                 "sink": "file",
                 "path": str(Path(tempfile.gettempdir()) / "c360-demo-audit.jsonl"),
+                "key": _DEMO_AUDIT_KEY,
             }
         },
         transport=transport,
