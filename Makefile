@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean mutate
 
 $(BIN)/c360: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ test: lint typecheck  ## lint, strict types, then every test with branch coverag
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# Mutation testing (bench/mutation.py, docs/mutation.md): not run by `test` or CI.
+# MODULES: files of [tool.mutmut] only_mutate (default: all), one at a time;
+# MUTATE_TESTS: a narrower test selection than [tool.mutmut]'s.
+MODULES ?=
+MUTATE_TESTS ?=
+MUTATE_JOBS ?= 2
+MUTATE_FAIL_UNDER ?= 90
+
+mutate: install  ## kill rate per module of the access, masking, identity and audit code
+	$(BIN)/python bench/mutation.py $(MODULES) --jobs $(MUTATE_JOBS) \
+		--fail-under $(MUTATE_FAIL_UNDER) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS))
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache
