@@ -12,7 +12,6 @@ retrier with its closures costs more CPU than the call it would wrap.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -47,13 +46,14 @@ async def retry_after_failure(
 ) -> T:
     """Go on awaiting ``attempt()`` after its first run failed with ``first``.
 
-    Waits full-jitter exponential backoff, or the vendor's ``Retry-After``
-    (plus a little jitter, so calls told the same value do not return in
-    lockstep). Stops after ``policy.attempts`` (the first one included), when
-    ``Retry-After`` exceeds ``policy.retry_after_max`` (calling earlier than
-    asked is pointless), when the next attempt would start at or after
-    ``deadline`` (loop time), and when ``give_up()`` says so (the breaker
-    opened meanwhile). The last failure is re-raised as it was.
+    Waits full-jitter exponential backoff between attempts, except after a
+    failure that carries the vendor's ``Retry-After``: the next attempt starts
+    at once and waits out the connector's cooldown itself, or fails fast when
+    it may not (the resilience layer decides, with every other call of the
+    connector). Stops after ``policy.attempts`` (the first one included), when
+    the next attempt would start at or after ``deadline`` (loop time), and
+    when ``give_up()`` says so (the breaker opened meanwhile). The last
+    failure is re-raised as it was.
     """
     loop = asyncio.get_running_loop()
     backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
@@ -70,16 +70,11 @@ async def retry_after_failure(
         return await attempt()
 
     def wait(state: RetryCallState) -> float:
-        asked = _retry_after(state)
-        if asked is None:
-            return float(backoff(state))
-        return asked + random.uniform(0, policy.backoff_initial)
+        return 0.0 if _retry_after(state) is not None else float(backoff(state))
 
     def stop(state: RetryCallState) -> bool:
-        asked = _retry_after(state)
         return (
             state.attempt_number >= policy.attempts
-            or (asked is not None and asked > policy.retry_after_max)
             or (deadline is not None and loop.time() + state.upcoming_sleep >= deadline)
             or give_up()
         )

@@ -14,11 +14,17 @@ batch is served by its age (``cache:`` in the config, see
   ``max_stale`` is served instead (noted as stale);
 - "unknown to the source" is cached too, for ``negative_ttl``.
 
+Any upstream failure counts, a vendor's 429 included: while the resilience
+layer refuses calls during a vendor's ``Retry-After``, stale records answer.
+
 Misses are single-flight: one future per key in this process
 (:mod:`gateway._flight`), and a short ``SET NX PX`` lock in a shared store
-whose losers poll for the winner's value. A store that fails (Redis down,
-paused, breaker open) costs the request nothing but the miss: the layer fails
-open to the upstream and says so through ``on_event``. Events, each with the
+whose losers poll for the winner's value. The upstream layer logs a failed
+fetch for the request that started it; a request that waited for that fetch
+logs it too, with its own request id (:mod:`gateway._upstream_log`). A store
+that fails (Redis down, paused, breaker open) costs the request nothing but
+the miss: the layer fails open to the upstream and says so through
+``on_event``. Events, each with the
 connector name: hit, miss, stale, stale_if_error, refresh, refreshed,
 refresh_failed, refresh_skipped, wait (for another process's fetch),
 redis_error, fail_open, decode_error.
@@ -33,11 +39,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from connectors.sdk import Connector, UpstreamUnavailable
+from connectors.sdk import Connector, UpstreamError, UpstreamUnavailable
 from gateway._cache_policy import CachePolicy, Ttl, cache_settings
 from gateway._entries import ABSENT, Entries
 from gateway._flight import Flights, Ident
 from gateway._stores import CacheError, MemoryStore, RedisStore, Store, StoreError
+from gateway._upstream_log import log_failure
 from gateway.config import Settings
 from gateway.upstream import RequestScope, StaleNote, UpstreamCall
 
@@ -219,6 +226,7 @@ class CacheLayer:
         """Each key's value, ``ABSENT`` or exception, fetched once however many ask."""
         source = connector.name
         futures = {k: f for k in keys if (f := self._flights.get((source, method, k)))}
+        joined = list(futures)
         owned = [key for key in keys if key not in futures]
         if owned:
             claimed = self._flights.claim((source, method, key) for key in owned)
@@ -226,7 +234,17 @@ class CacheLayer:
             fetch = self._fetch(connector, method, owned, claimed, scope, use_store=use_store)
             self._flights.spawn(fetch)
         done = await self._flights.wait(futures[key] for key in keys)
-        return dict(zip(keys, done, strict=True))
+        outcomes = dict(zip(keys, done, strict=True))
+        if joined:
+            # The fetch that failed logged it for the request that started it;
+            # a request that waited for that fetch saw the failure too.
+            seen = {id(outcomes[key]): outcomes[key] for key in joined}
+            for failure in seen.values():
+                if isinstance(failure, UpstreamError):
+                    log_failure(
+                        failure, connector=source, operation=method, request_id=scope.request_id
+                    )
+        return outcomes
 
     def _refresh(self, connector: Connector, method: str, keys: Sequence[str]) -> None:
         source = connector.name

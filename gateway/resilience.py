@@ -3,7 +3,8 @@
 :class:`Resilience` is an :data:`~gateway.upstream.UpstreamCall`. For each
 DataLoader batch, outermost first::
 
-    merge ▸ dedup ▸ breaker ▸ bulkhead ▸ retry ▸ ( rate limit ▸ timeout ▸ connector ) per attempt
+    merge ▸ dedup ▸ breaker ▸ retry ▸ ( cooldown ▸ bulkhead ▸ rate limit ▸ timeout ▸ connector )
+                                       └──────────────────── per attempt ────────────────────┘
 
 - merge: batches for the same connector method that different requests
   dispatch within two passes of the event loop become one call for the union
@@ -18,15 +19,25 @@ DataLoader batch, outermost first::
   off for ``breaker_open_for`` seconds (:class:`UpstreamCircuitOpen`, no
   upstream call), then one probe call decides. Only failures that mean the
   vendor is unhealthy count: timeouts, 5xx and connection errors. A 4xx means
-  the vendor answered (healthy); a 429 counts neither way, because the client
-  side rate limit and ``Retry-After`` deal with it and an open breaker would
-  only turn "slow down" into "down".
-- bulkhead: at most ``bulkhead`` calls in flight per connector; the rest queue.
+  the vendor answered (healthy); a 429 counts neither way, because the
+  cooldown deals with it and an open breaker would only turn "slow down" into
+  "down".
 - retry: only :class:`UpstreamError` with ``retryable`` (every call here is a
-  batch read, so idempotent), full-jitter exponential backoff, ``Retry-After``
-  waited out when at most ``retry_after_max`` (a longer one fails at once:
-  calling earlier than the vendor asked is pointless), never past the deadline,
-  and no more once the breaker has left "closed". A probe is never retried.
+  batch read, so idempotent), full-jitter exponential backoff, never past the
+  deadline, and no more once the breaker has left "closed". A probe is never
+  retried. Between attempts a call holds no bulkhead slot.
+- cooldown: a 429 with ``Retry-After`` means the vendor takes no calls from
+  this account until then (:mod:`gateway._cooldown`), so no call of that
+  connector reaches it in the window, not even another page of a batch. A
+  call either waits for the window to end -- only if the wait is at most
+  ``retry_after_max``, at most half the time left before its deadline (the
+  call after the wait, and whatever needs its answer, get the other half),
+  and the call has not waited one out already -- or fails at once with
+  :class:`UpstreamRateLimited` carrying the time left, which the cache layer
+  answers with a stale record when it holds one. Once a call sent after a
+  window is refused again, nobody waits until the vendor accepts a call. A 429
+  without ``Retry-After`` is retried after a backoff like any other.
+- bulkhead: at most ``bulkhead`` calls in flight per connector; the rest queue.
 - rate limit: a leaky bucket (``rate_per_second``, ``rate_burst``) per
   connector that counts vendor calls: every attempt, retries included, takes
   a token before its timeout starts, and each further HTTP call the attempt
@@ -37,15 +48,28 @@ DataLoader batch, outermost first::
 
 No wait anywhere outlives the request deadline: queueing for a slot or a
 token is bounded by it (and by ``timeout``) too, so a hanging vendor costs a
-query its deadline and no more, and its own fields only. Libraries: tenacity
-for retries (:mod:`gateway._retry`), aiolimiter for the rate limit; the
-breaker is :mod:`gateway._breaker` (why: see there).
+query its deadline and no more, and its own fields only. A caller whose
+deadline ends while its connector cools down hears that it was rate limited,
+never that the vendor timed out. Every failure a caller sees is one log line
+(:mod:`gateway._upstream_log`), each caller of a shared call with its own
+request id. Libraries: tenacity for retries (:mod:`gateway._retry`),
+aiolimiter for the rate limit; the breaker is :mod:`gateway._breaker` (why:
+see there).
+
+Errors raised here (besides the connectors' own)::
+
+    UpstreamTimeout
+    └── _QueuedTooLong      time ran out before the call reached the vendor
+    UpstreamRateLimited
+    └── _CoolingDown        refused without a call: the vendor's Retry-After has not passed
+    UpstreamCircuitOpen     the breaker is open
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,10 +88,12 @@ from connectors.sdk import (
 )
 from connectors.sdk.http import call_gate
 from gateway._breaker import Admission, BreakerState, CircuitBreaker, Verdict
+from gateway._cooldown import Cooldown
 from gateway._inflight import InFlight, WaitExpired
 from gateway._merge import Batch, Merger, sealed
 from gateway._resilience_policy import VENDOR_POLICIES, ResiliencePolicy, policy_from_mapping
 from gateway._retry import retry_after_failure
+from gateway._upstream_log import log_failure
 from gateway.config import Settings
 from gateway.upstream import RequestScope, UpstreamCall, direct_call
 
@@ -99,15 +125,28 @@ EVENTS = frozenset(
         "breaker_closed",
         "bulkhead_full",  # a call had to queue for a slot
         "rate_limited",  # a call had to wait for the client-side rate limit
-        "retry",  # a failed attempt is retried after a backoff
+        "cooldown",  # refused at once: the vendor's Retry-After has not passed
+        "cooldown_wait",  # a call waited for the vendor's Retry-After to pass
+        "retry",  # a failed attempt is retried (after a backoff or a cooldown_wait)
         "timeout",  # an attempt or a queue wait hit the per-call timeout
         "deadline",  # the request deadline cut a call short
     }
 )
 
 
+#: The share of the time left before its deadline a call may spend waiting
+#: for a vendor's Retry-After: the call after the wait, and the calls that need
+#: its answer (a customer's subscriptions need the customer), get the rest.
+#: Identity resolution gives one round half of what is left, too.
+_WAIT_SHARE = 0.5
+
+
 class _QueuedTooLong(UpstreamTimeout):
     """Time ran out before the call reached the vendor: says nothing about its health."""
+
+
+class _CoolingDown(UpstreamRateLimited):
+    """Refused without a call: the vendor's Retry-After has not passed. Never retried."""
 
 
 @dataclass(slots=True)
@@ -116,6 +155,16 @@ class _Guard:
     breaker: CircuitBreaker
     bulkhead: asyncio.Semaphore
     limiter: AsyncLimiter | None
+    cooldown: Cooldown
+
+
+class _Patience:
+    """One call's allowance of cooldown waits (across its attempts): one."""
+
+    __slots__ = ("waited",)
+
+    def __init__(self) -> None:
+        self.waited = False
 
 
 def policies_from_settings(settings: Settings) -> dict[str, ResiliencePolicy]:
@@ -133,34 +182,60 @@ def _verdict(exc: UpstreamError) -> Verdict:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, UpstreamError) and exc.retryable and not isinstance(exc, _QueuedTooLong)
+    return (
+        isinstance(exc, UpstreamError)
+        and exc.retryable
+        and not isinstance(exc, _QueuedTooLong | _CoolingDown)
+    )
+
+
+def _cooling_down(source: str, left: float) -> _CoolingDown:
+    return _CoolingDown(f"{source} rate limit reached", source=source, retry_after=left)
 
 
 class _Gate:
-    """One attempt's vendor calls: the first rides on the token the attempt
-    took; each further one (another chunk or page) takes its own."""
+    """One attempt's vendor calls: the first was let through by the attempt
+    (cooldown checked, token taken); each further one (another chunk or page)
+    is refused during a cooldown and takes its own token."""
 
-    __slots__ = ("_limiter", "_on_wait", "_prepaid")
+    __slots__ = ("_cooldown", "_emit", "_limiter", "_prepaid", "_source")
 
-    def __init__(self, limiter: AsyncLimiter, on_wait: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        source: str,
+        cooldown: Cooldown,
+        limiter: AsyncLimiter | None,
+        emit: Callable[[str, str], None],
+    ) -> None:
+        self._source = source
+        self._cooldown = cooldown
         self._limiter = limiter
-        self._on_wait = on_wait
+        self._emit = emit
         self._prepaid = True
 
     async def __call__(self) -> None:
         if self._prepaid:
             self._prepaid = False
             return
-        if not self._limiter.has_capacity():
-            self._on_wait()
-        await self._limiter.acquire()
+        left = self._cooldown.remaining()
+        if left:
+            # Mid-attempt: waiting here would spend the attempt's timeout.
+            self._emit(self._source, "cooldown")
+            raise _cooling_down(self._source, left)
+        limiter = self._limiter
+        if limiter is None:
+            return
+        if not limiter.has_capacity():
+            self._emit(self._source, "rate_limited")
+        await limiter.acquire()
 
 
 class Resilience:
     """The resilience layer; connectors missing from ``policies`` get the defaults.
 
-    ``clock`` drives the breakers' open periods (monotonic seconds; tests pass
-    a fake). Build one per event loop: its semaphores and limiters bind to it.
+    ``clock`` drives the breakers' open periods and the cooldowns (monotonic
+    seconds; tests pass a fake). Build one per event loop: its semaphores and
+    limiters bind to it.
     """
 
     def __init__(
@@ -187,11 +262,35 @@ class Resilience:
         self, connector: Connector, method: str, keys: Sequence[str], scope: RequestScope
     ) -> Mapping[str, Any]:
         source = connector.name
+        try:
+            return await self._call(connector, method, keys, scope)
+        except _QueuedTooLong as exc:
+            left = self._guard(source).cooldown.remaining()
+            if not left:
+                log_failure(exc, connector=source, operation=method, request_id=scope.request_id)
+                raise
+            # Out of time while the vendor had asked for a pause: that, not
+            # a slow vendor, is why this caller has no answer.
+            limited = _cooling_down(source, left)
+            log_failure(limited, connector=source, operation=method, request_id=scope.request_id)
+            raise limited from exc
+        except UpstreamError as exc:
+            log_failure(exc, connector=source, operation=method, request_id=scope.request_id)
+            raise
+
+    async def _call(
+        self, connector: Connector, method: str, keys: Sequence[str], scope: RequestScope
+    ) -> Mapping[str, Any]:
+        source = connector.name
         if scope.deadline is not None and asyncio.get_running_loop().time() >= scope.deadline:
             self._emit(source, "deadline")
             raise _QueuedTooLong(f"{source}: the request deadline had passed", source=source)
+        guard = self._guard(source)
+        if guard.cooldown.remaining():
+            # Fail now rather than after merging, when this caller may not wait.
+            self._cooldown_wait(guard, source, scope.deadline, _Patience())
         key = (source, method, frozenset(keys))
-        max_keys = self._guard(source).policy.merge_max_keys
+        max_keys = guard.policy.merge_max_keys
         # The same keys already in flight: joining that call beats a new one.
         if max_keys and key not in self._in_flight:
             batch = self._merger.join((source, method), keys, scope.deadline, max_keys)
@@ -274,23 +373,14 @@ class Resilience:
                 source=source,
                 retry_after=breaker.retry_after(),
             )
-        bulkhead = guard.bulkhead
         verdict = Verdict.NEUTRAL
         try:
-            if bulkhead.locked():
-                self._emit(source, "bulkhead_full")
-                await self._queue(bulkhead.acquire, guard, source, scope, "a free call slot")
-            else:
-                await bulkhead.acquire()  # a free slot is taken at once: nothing to bound
-            try:
-                found = await self._attempts(guard, connector, method, keys, scope)
-            except UpstreamError as exc:
-                verdict = _verdict(exc)
-                raise
-            finally:
-                bulkhead.release()
+            found = await self._attempts(guard, connector, method, keys, scope)
             verdict = Verdict.HEALTHY
             return found
+        except UpstreamError as exc:
+            verdict = _verdict(exc)
+            raise
         finally:
             breaker.record(admission, verdict)
 
@@ -347,10 +437,11 @@ class Resilience:
         keys: Sequence[str],
         scope: RequestScope,
     ) -> Mapping[str, Any]:
+        patience = _Patience()
         # The first attempt runs bare: almost every call succeeds at once, and
         # the retry machinery is only worth building once one did not.
         try:
-            return await self._attempt(guard, connector, method, keys, scope)
+            return await self._attempt(guard, patience, connector, method, keys, scope)
         except UpstreamError as exc:
             if not _retryable(exc):
                 raise
@@ -359,7 +450,7 @@ class Resilience:
         breaker = guard.breaker
         return await retry_after_failure(
             first,
-            partial(self._attempt, guard, connector, method, keys, scope),
+            partial(self._attempt, guard, patience, connector, method, keys, scope),
             guard.policy,
             deadline=scope.deadline,
             retryable=_retryable,
@@ -372,35 +463,101 @@ class Resilience:
     async def _attempt(
         self,
         guard: _Guard,
+        patience: _Patience,
         connector: Connector,
         method: str,
         keys: Sequence[str],
         scope: RequestScope,
     ) -> Mapping[str, Any]:
         source = connector.name
-        limiter = guard.limiter
-        if limiter is not None:
-            if limiter.has_capacity():
-                await limiter.acquire()  # a token is free: taken at once, nothing to bound
-            else:
-                self._emit(source, "rate_limited")
-                await self._queue(limiter.acquire, guard, source, scope, "rate-limit token")
-        until, by_deadline = self._bound(guard, scope)
-        metered = None
-        if limiter is not None:
-            metered = call_gate.set(_Gate(limiter, partial(self._emit, source, "rate_limited")))
+        cooldown = guard.cooldown
+        bulkhead = guard.bulkhead
+        while True:
+            if cooldown.remaining():
+                await self._sit_out(guard, source, scope, patience)
+            await self._slot(guard, source, scope)
+            try:
+                await self._token(guard, source, scope)
+            except BaseException:
+                bulkhead.release()
+                raise
+            if not cooldown.remaining():
+                break
+            # A 429 arrived while this call queued: back to the gate, slot given back.
+            bulkhead.release()
         try:
-            return await self._by(
-                until,
-                self._inner(connector, method, keys, scope),
-                source,
-                "deadline" if by_deadline else "timeout",
-                UpstreamTimeout,
-                f"{source} did not answer in time",
-            )
+            until, by_deadline = self._bound(guard, scope)
+            gate = call_gate.set(_Gate(source, cooldown, guard.limiter, self._emit))
+            sent = cooldown.now()
+            try:
+                found = await self._by(
+                    until,
+                    self._inner(connector, method, keys, scope),
+                    source,
+                    "deadline" if by_deadline else "timeout",
+                    UpstreamTimeout,
+                    f"{source} did not answer in time",
+                )
+            except UpstreamRateLimited as exc:
+                if exc.retry_after is not None and not isinstance(exc, _CoolingDown):
+                    cooldown.refused(sent, exc.retry_after)
+                raise
+            finally:
+                call_gate.reset(gate)
+            cooldown.accepted(sent)
+            return found
         finally:
-            if metered is not None:
-                call_gate.reset(metered)
+            bulkhead.release()
+
+    async def _slot(self, guard: _Guard, source: str, scope: RequestScope) -> None:
+        bulkhead = guard.bulkhead
+        if bulkhead.locked():
+            self._emit(source, "bulkhead_full")
+            await self._queue(bulkhead.acquire, guard, source, scope, "a free call slot")
+        else:
+            await bulkhead.acquire()  # a free slot is taken at once: nothing to bound
+
+    async def _token(self, guard: _Guard, source: str, scope: RequestScope) -> None:
+        limiter = guard.limiter
+        if limiter is None:
+            return
+        if limiter.has_capacity():
+            await limiter.acquire()  # a token is free: taken at once, nothing to bound
+        else:
+            self._emit(source, "rate_limited")
+            await self._queue(limiter.acquire, guard, source, scope, "rate-limit token")
+
+    async def _sit_out(
+        self, guard: _Guard, source: str, scope: RequestScope, patience: _Patience
+    ) -> None:
+        """Wait for the connector's cooldown to end, or raise :class:`_CoolingDown`."""
+        wait = self._cooldown_wait(guard, source, scope.deadline, patience)
+        patience.waited = True
+        self._emit(source, "cooldown_wait")
+        # Holding no slot and no token: other calls' slots stay free.
+        await asyncio.sleep(wait)
+
+    def _cooldown_wait(
+        self, guard: _Guard, source: str, deadline: float | None, patience: _Patience
+    ) -> float:
+        """Seconds to wait for the cooldown's end, if this call may; else raise."""
+        cooldown = guard.cooldown
+        left = cooldown.remaining()
+        policy = guard.policy
+        # A little jitter, so the calls that waited do not come back in lockstep.
+        wait = left + random.uniform(0, policy.backoff_initial)
+        if (
+            patience.waited
+            or cooldown.persistent
+            or left > policy.retry_after_max
+            or (
+                deadline is not None
+                and wait > (deadline - asyncio.get_running_loop().time()) * _WAIT_SHARE
+            )
+        ):
+            self._emit(source, "cooldown")
+            raise _cooling_down(source, left)
+        return wait
 
     def _guard(self, source: str) -> _Guard:
         guard = self._guards.get(source)
@@ -422,6 +579,7 @@ class Resilience:
                 ),
                 bulkhead=asyncio.Semaphore(policy.bulkhead),
                 limiter=limiter,
+                cooldown=Cooldown(self._clock),
             )
             self._guards[source] = guard
         return guard

@@ -55,11 +55,13 @@ def _fault(sandbox: str, faults: dict) -> None:
     assert httpx.post(f"{sandbox}/_sandbox/faults", json=faults).status_code == 200
 
 
+# A 429 with Retry-After is not among these: the gateway rightly stops calling
+# that vendor until the Retry-After passes, which would leak into the next
+# case on this shared gateway. test_rate_limits gives it a gateway of its own.
 @pytest.mark.parametrize(
     ("faults", "code", "retryable", "null_fields"),
     [
         ({"stripe": {"status": 500}}, "UPSTREAM_UNAVAILABLE", True, ["subscriptions", "invoices"]),
-        ({"zendesk": {"retry_after": 2}}, "UPSTREAM_RATE_LIMITED", True, ["tickets"]),
         ({"mailchimp": {"hang": True}}, "UPSTREAM_TIMEOUT", True, ["marketing"]),
         ({"zendesk": {"malformed": True}}, "UPSTREAM_ERROR", False, ["tickets"]),
         ({"stripe": {"reset": True}}, "UPSTREAM_UNAVAILABLE", True, ["subscriptions", "invoices"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -74,3 +75,38 @@ def test_garbage_and_5xx_sources_fail_only_their_fields(broken_gateway, answer_k
     }
     assert "hunter2" not in response.text
     assert "502 Bad Gateway" not in response.text
+
+
+async def _endless_429(request: Request) -> Response:
+    return Response(
+        '{"error": {"type": "rate_limit_error", "message": "slow down"}}',
+        status_code=429,
+        headers={"Retry-After": "inf"},
+        media_type="application/json",
+    )
+
+
+def _no_constants(name: str) -> float:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def test_an_endless_retry_after_is_a_rate_limit_without_a_wait(sandbox_url, answer_key, tmp_path):
+    # float("inf") from a header once reached the response as Infinity: not JSON.
+    throttled = Starlette(routes=[Route("/{path:path}", _endless_429)])
+    with serve_in_thread(throttled) as throttled_url:
+        config, env = gateway_config(sandbox_url, tmp_path, overrides={"stripe": throttled_url})
+        with gateway_process(config, env) as url:
+            person = next(p for p in answer_key if p["in_all"])
+            query = "query($e: String) { customer(email: $e) { email subscriptions { id } } }"
+            response = httpx.post(
+                f"{url}/graphql", json={"query": query, "variables": {"e": person["email"]}}
+            )
+    assert response.status_code == 200
+    body = json.loads(response.text, parse_constant=_no_constants)
+    assert body["data"]["customer"] == {"email": person["email"], "subscriptions": None}
+    [error] = body["errors"]
+    assert error["extensions"] == {
+        "code": "UPSTREAM_RATE_LIMITED",
+        "source": "stripe",
+        "retryable": True,
+    }

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from connectors.sdk import UpstreamBadRequest, UpstreamTimeout
+from connectors.sdk import UpstreamBadRequest, UpstreamRateLimited, UpstreamTimeout
 from gateway.resilience import ResiliencePolicy
 from gateway.upstream import RequestScope
 from tests.unit.test_resilience import FakeUpstream, call, make, now
@@ -186,3 +186,20 @@ async def test_a_batch_dispatched_one_loop_pass_later_still_shares_the_call():
         {"b": "record:b"},
     ]
     assert upstream.calls == [("a", "b")]
+
+
+async def test_a_merged_caller_out_of_time_during_a_cooldown_hears_rate_limited():
+    # The merged call waits out the vendor's Retry-After for the patient
+    # caller; the impatient one leaves at its deadline, told why.
+    refusal = UpstreamRateLimited("crm rate limit reached", source="crm", retry_after=0.3)
+    upstream = FakeUpstream(refusal)
+    layer, _ = make(upstream)
+    impatient, patient = started(
+        (layer, ["a"], RequestScope(now() + 0.1)), (layer, ["b"], RequestScope())
+    )
+    with pytest.raises(UpstreamRateLimited) as caught:
+        await impatient
+    assert not isinstance(caught.value, UpstreamTimeout)
+    assert 0 < caught.value.retry_after <= 0.3
+    assert await patient == {"b": "record:b"}
+    assert upstream.calls == [("a", "b"), ("a", "b")]
