@@ -118,6 +118,26 @@ def test_auth_principal_fits():
     assert DEFAULT_POLICY.decide(principal, ["marketing:read"], EMAIL) == MASKED
 
 
+@dataclass(frozen=True)
+class SetPrincipal:
+    # Another auth backend's principal: any set will do, not only frozensets.
+    roles: frozenset[str]
+    scopes: set[str]
+    mfa: bool = False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_a_principal_with_plain_sets_is_decided_too():
+    for _ in range(2):
+        principal = SetPrincipal(frozenset({"robot"}), {"crm:read", "pii:read"})
+        assert DEFAULT_POLICY.decide(principal, frozenset({"crm:read"}), EMAIL) == ALLOWED
+        principal = SetPrincipal(frozenset({"marketing"}), set())
+        assert DEFAULT_POLICY.decide(principal, frozenset({"billing:read"})) == (
+            forbidden("billing:read")
+        )
+
+
 def test_remembered_decisions_never_cross_principals():
     # Principal objects are what the gateway passes, and the ones the policy remembers.
     def principal(role: str, *, mfa: bool = False, scopes: tuple[str, ...] = ()) -> Principal:
@@ -170,7 +190,64 @@ def test_config_overrides_only_what_it_names():
     assert policy.decide(who("support_agent"), ["tickets:read"]) == forbidden("tickets:read")
     assert policy.decide(who("support_agent"), pii=EMAIL) == ALLOWED
     assert policy.decide(who("auditor"), ["crm:read"]) == forbidden("crm:read")
+    assert policy.decide(who("auditor"), ["audit:read"]) == ALLOWED
     assert policy.decide(who("auditor"), pii=EMAIL) == MASKED
+
+
+NAME = PiiRule(PiiKind.NAME)
+
+
+@pytest.mark.parametrize("default_key", ["default", "DEFAULT"])
+def test_a_pii_default_applies_to_every_kind_the_role_does_not_name(default_key):
+    # The documented form: a role that may read PII in full sees names masked
+    # and emails in full, whichever order the keys come in.
+    for pii in (
+        {default_key: "masked", "email": "full"},
+        {"email": "full", default_key: "masked"},
+    ):
+        policy = policy_from_mapping({"roles": {"support_agent": {"pii": pii}}})
+        assert policy.decide(who("support_agent"), pii=NAME) == MASKED, pii
+        assert policy.decide(who("support_agent"), pii=PHONE_SENSITIVE) == MASKED, pii
+        assert policy.decide(who("support_agent"), pii=EMAIL) == ALLOWED, pii
+
+
+def test_the_docstring_example_for_marketing():
+    policy = policy_from_mapping(
+        {"roles": {"marketing": {"pii": {"default": "masked", "email": "hidden"}}}}
+    )
+    assert policy.decide(who("marketing"), pii=NAME) == MASKED
+    assert policy.decide(who("marketing"), pii=EMAIL) == HIDDEN
+
+
+def test_a_role_given_only_scopes_keeps_its_pii_treatment():
+    # integration sees no PII: granting it pii:read does not change that.
+    policy = policy_from_mapping(
+        {"roles": {"integration": {"scopes": ["customers:read", "crm:read", "pii:read"]}}}
+    )
+    assert policy.decide(who("integration"), pii=EMAIL) == HIDDEN
+    assert policy.decide(who("integration"), ["crm:read"]) == ALLOWED
+
+
+def test_a_role_with_no_scopes_listed_has_none():
+    policy = policy_from_mapping({"roles": {"support_agent": {"scopes": None}}})
+    assert policy.decide(who("support_agent"), ["crm:read"]) == forbidden("crm:read")
+    # Its PII treatment stays (full), but without pii:read that means masked.
+    assert policy.decide(who("support_agent"), pii=EMAIL) == MASKED
+
+
+def test_a_role_listed_without_settings_is_the_built_in():
+    policy = policy_from_mapping({"roles": {"marketing": None, "robot": None}})
+    assert policy.decide(who("marketing"), pii=EMAIL) == MASKED
+    assert policy.decide(who("marketing"), ["marketing:read"]) == ALLOWED
+    assert policy.decide(who("robot"), ["crm:read"]) == forbidden("crm:read")
+    assert policy.decide(who("robot"), pii=EMAIL) == HIDDEN
+
+
+def test_a_new_role_from_the_auth_config_gets_its_scopes():
+    policy = policy_from_mapping(None, role_scopes={"robot": ["crm:read", "pii:read"]})
+    assert policy.decide(who("robot"), ["crm:read"]) == ALLOWED
+    assert policy.decide(who("robot"), pii=EMAIL) == ALLOWED  # no treatment: pii:read decides
+    assert policy.decide(who("robot"), ["billing:read"]) == forbidden("billing:read")
 
 
 def test_role_scopes_from_auth_config_come_first():
@@ -183,26 +260,43 @@ def test_role_scopes_from_auth_config_come_first():
     assert policy.decide(who("admin"), ["audit:read"]) == forbidden("audit:read")
 
 
+SCOPE_NAMES = (
+    "audit:read, billing:read, crm:read, customers:read, marketing:read, pii:read, "
+    "pii:sensitive, tickets:read"
+)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
         ([], "policy must be a mapping"),
-        ({"role": {}}, "policy: unknown setting(s) role"),
+        ({"role": {}, "mfa": 1}, "policy: unknown setting(s) mfa, role"),
         ({"mfa_for_sensitive": "yes"}, "policy.mfa_for_sensitive must be true or false"),
-        ({"roles": ["admin"]}, "policy.roles must be a mapping"),
-        ({"roles": {"admin": "full"}}, "policy.roles.admin must be a mapping"),
-        ({"roles": {"admin": {"scope": []}}}, "policy.roles.admin: unknown setting(s) scope"),
-        ({"roles": {"x": {"scopes": "crm:read"}}}, "policy.roles.x.scopes must be a list"),
-        ({"roles": {"x": {"scopes": ["crm:write"]}}}, "unknown scope(s) crm:write; known: "),
-        ({"roles": {"x": {"pii": "blurred"}}}, "policy.roles.x.pii: 'blurred' is not one of"),
-        ({"roles": {"x": {"pii": {"ssn": "hidden"}}}}, "policy.roles.x.pii: unknown PII kind"),
-        ({"roles": {"x": {"pii": {"email": None}}}}, "policy.roles.x.pii.email: None is not"),
+        ({"roles": ["admin"]}, "policy.roles must be a mapping of role name to settings"),
+        ({"roles": {"admin": "full"}}, "policy.roles.admin must be a mapping with 'scopes' and/or 'pii'"),
+        ({"roles": {"admin": {"scope": [], "pi": 1}}}, "policy.roles.admin: unknown setting(s) pi, scope"),
+        ({"roles": {"x": {"scopes": "crm:read"}}}, "policy.roles.x.scopes must be a list of scope names"),
+        ({"roles": {"x": {"scopes": ["crm:read", 1]}}}, "policy.roles.x.scopes must be a list of scope names"),
+        (
+            {"roles": {"x": {"scopes": ["crm:write", "crm:read", "pii:write"]}}},
+            f"policy.roles.x.scopes: unknown scope(s) crm:write, pii:write; known: {SCOPE_NAMES}",
+        ),
+        ({"roles": {"x": {"pii": "blurred"}}}, "policy.roles.x.pii: 'blurred' is not one of full, masked, hidden"),
+        (
+            {"roles": {"x": {"pii": {"ssn": "hidden"}}}},
+            "policy.roles.x.pii: unknown PII kind 'ssn'; known: default, email, phone, name, id, other",
+        ),
+        ({"roles": {"x": {"pii": {"email": None}}}}, "policy.roles.x.pii.email: None is not one of full, masked, hidden"),
+        (
+            {"roles": {"x": {"pii": {"default": "blurred"}}}},
+            "policy.roles.x.pii.default: 'blurred' is not one of full, masked, hidden",
+        ),
     ],
-)
+)  # fmt: skip
 def test_config_errors(raw, message):
     with pytest.raises(ConfigError) as caught:
         policy_from_mapping(raw)
-    assert message in str(caught.value)
+    assert str(caught.value) == message
 
 
 # -- the schema ----------------------------------------------------------------------------
