@@ -4,10 +4,21 @@ Built from a resolved :class:`~gateway.identity.Profile` by the survivorship
 rules of :mod:`gateway.survivorship`. Contact points (emails, phones) are kept
 as lists, not reconciled. Data quality is reported, never hidden::
 
-    duplicates   several records of the customer in one system
-    conflicts    an attribute with different non-empty values across systems
-    missing_in   configured systems with no record of the customer
-    score        1.0 minus a penalty per finding, floored at 0
+    duplicates        several records of the customer in one system
+    conflicts         an attribute with different non-empty values across systems
+    possible_matches  records a key found but resolution did not merge, and why
+    unreachable       systems a lookup failed for: what they hold is unknown
+    missing_in        reachable configured systems with no record of the customer
+    score             1.0 minus a penalty per duplicate, conflict and missing
+                      system, floored at 0; None when a system was unreachable
+                      (completeness that was not checked is not claimed)
+
+Possible matches cost no score: they are other people's records, reported so
+that someone can review them, not flaws of this customer's data.
+
+The customer id's anchor is the golden email only if it identified one
+person when looked up in this resolution (never a shared inbox, never an
+address not looked up); otherwise the customer's best record.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from connectors.sdk import Domain, Person
-from gateway.identity import IdentitySettings, Linked, Profile
+from gateway.identity import IdentitySettings, Linked, PossibleMatch, Profile
 from gateway.survivorship import Candidate, Rule, Winner, survive
 
 __all__ = ["ATTRIBUTES", "Conflict", "DataQuality", "Duplicate", "GoldenRecord"]
@@ -43,9 +54,13 @@ class DataQuality:
     duplicates: tuple[Duplicate, ...]
     conflicts: tuple[Conflict, ...]
     missing_in: tuple[str, ...]
+    possible_matches: tuple[PossibleMatch, ...] = ()
+    unreachable: tuple[str, ...] = ()
 
     @property
-    def score(self) -> float:
+    def score(self) -> float | None:
+        if self.unreachable:
+            return None
         penalty = (
             _PENALTY["duplicate"] * len(self.duplicates)
             + _PENALTY["conflict"] * len(self.conflicts)
@@ -103,9 +118,10 @@ class GoldenRecord:
 
     @property
     def anchor(self) -> str | None:
-        """What the customer id encodes: the golden email, else the best record."""
+        """What the customer id encodes: the golden email if it identified
+        this one person, else the best record."""
         email = self.get("email")
-        if email:
+        if email is not None and email in self.profile.identifying_emails:
             return f"e:{email}"
         for domain in (Domain.CRM, Domain.BILLING, Domain.TICKETING, Domain.MARKETING):
             for link in sorted(
@@ -133,7 +149,15 @@ class GoldenRecord:
             if len({c.value for c in values.values()}) > 1:
                 conflicts.append(Conflict(attribute, tuple(values.values())))
         linked = {link.connector.name for link in self.profile.all()}
+        unreachable = self.profile.unreachable
         # A system whose lookup failed is unknown, not missing.
-        failed = {f.source for f in self.profile.failures.values()}
-        missing = tuple(s for s in sorted(self._systems) if s not in linked and s not in failed)
-        return DataQuality(duplicates=duplicates, conflicts=tuple(conflicts), missing_in=missing)
+        missing = tuple(
+            s for s in sorted(self._systems) if s not in linked and s not in unreachable
+        )
+        return DataQuality(
+            duplicates=duplicates,
+            conflicts=tuple(conflicts),
+            missing_in=missing,
+            possible_matches=tuple(sorted(self.profile.possible.values())),
+            unreachable=unreachable,
+        )

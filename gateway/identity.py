@@ -1,181 +1,111 @@
 """Cross-system identity: who a customer is in every connected system.
 
-Resolution is a bounded closure over match keys, in the configured priority
-order (``identity.match_keys``, default ``link, email, phone``)::
+The anchor -- the email or the system's record the caller asked for --
+defines the person. Resolution is a bounded closure over match keys
+(``identity.match_keys``, default ``link, email, phone``; ``max_rounds``
+rounds after the anchor)::
 
-    round 1   the anchor: an email (or a system's own record, for ``ref``)
-    round 2+  keys the found records carry: explicit links (a CRM id on a
-              Stripe customer's metadata or a Zendesk user's external_id, and
-              records elsewhere that link back to a found one), phones (E.164),
-              and emails of records found by id or link
+    anchor    records found by the anchor email, or the ref record: accepted
+              (an anchor email whose records are several people's is
+              AmbiguousCustomer, never one merged record)
+    link      records an accepted record's explicit link names (a CRM id on a
+              Stripe customer's metadata or a Zendesk user's external_id), and
+              records that link to an accepted one: accepted
+    email     an email of a ref or link record: its records are accepted
+              unless they carry a conflicting link or, in a system where the
+              person has records, an unrelated name
+    phone     a phone of an accepted record (not one a phone found): its
+              records are accepted only without a conflicting strong
+              identifier -- an email the person does not have, a conflicting
+              link, an unrelated name in the same system
 
-Each round asks every connector for all new keys at once, through the
-request's DataLoaders, so N customers still cost one batch per connector
-method per round. Blocked values (placeholders like ``test@example.com`` or
-``n/a``) never become keys, so they never link two people, and a record found
-by several keys is linked once. Emails found only by a phone match are not
-followed: a shared phone must not pull in someone else's records.
+(the rules are :mod:`gateway._matching`'s). Each round's results are judged
+strongest kind first, so a phone's records meet the person as that round's
+links and emails left them; a record judged a possible match is accepted
+if a later round's link or clean email finds it. A value whose lookup finds
+records of different people -- a switchboard phone, a shared inbox --
+identifies no one: none of the records found through it is merged, all are
+reported as ``possible`` matches (with the reason, never the value). Blocked
+values (``test@example.com``, ``n/a``) never become keys. Records a phone
+found add no keys of their own: a weak match never widens who the person is.
 
-The gateway's customer id is the anchor encrypted deterministically
-(AES-SIV): stable across processes that share ``C360_ID_KEY``, opaque to
-clients, and reversible without a database.
+Lookups that fail are kept per system (``Profile.failures``): the golden
+record reports those systems as unreachable instead of claiming the customer
+is missing there.
+
+Errors::
+
+    ValueError
+    └── InvalidCustomerId    a customer id this gateway did not issue
+    LookupError
+    └── AmbiguousCustomer    the anchor email is several people's (code AMBIGUOUS_CUSTOMER)
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import fnmatch
-import functools
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESSIV
-
-from connectors.sdk import (
-    Connector,
-    Domain,
-    MarketingMember,
-    Person,
-    UpstreamError,
-    UpstreamTimeout,
-    normalize_email,
-    normalize_phone,
+from connectors.sdk import Connector, Domain, MarketingMember, Person, UpstreamError
+from gateway._customer_ids import CustomerIds, InvalidCustomerId
+from gateway._identity_config import MATCH_KEYS, IdentitySettings, identity_settings_from_mapping
+from gateway._matching import Known, Record, shared
+from gateway._rounds import (
+    EMAIL_LOOKUP,
+    ID_LOOKUP,
+    PHONE_LOOKUP,
+    Frontier,
+    as_list,
+    round_calls,
+    round_results,
 )
-from connectors.sdk.webhooks import LINKED, PERSON_LOOKUPS
-from gateway.config import ConfigError
 from gateway.context import Context
-from gateway.survivorship import DEFAULT_RULES, Rule, rules_from_mapping
 
 __all__ = [
+    "AMBIGUOUS_CUSTOMER",
     "EMAIL_LOOKUP",
     "ID_LOOKUP",
     "PHONE_LOOKUP",
+    "AmbiguousCustomer",
     "CustomerIds",
     "IdentitySettings",
     "InvalidCustomerId",
     "Linked",
+    "PossibleMatch",
     "Profile",
     "identity_settings_from_mapping",
     "resolve",
 ]
 
-# One table of person lookups per domain, owned by the SDK (webhooks evict
-# by the same method names).
-EMAIL_LOOKUP = {d: names[0] for d, names in PERSON_LOOKUPS.items()}
-ID_LOOKUP = {d: names[1] for d, names in PERSON_LOOKUPS.items()}
-PHONE_LOOKUP = {d: names[2] for d, names in PERSON_LOOKUPS.items() if names[2] is not None}
-_LINKED = LINKED
-_ID_PREFIX = "c360_"
+AMBIGUOUS_CUSTOMER = "AMBIGUOUS_CUSTOMER"
 # Iterating an Enum class walks its member map each time; this is read per profile.
 _DOMAINS = tuple(Domain)
-# Ids are deterministic (AES-SIV), so an anchor's id can be remembered.
-_ENCODED_IDS = 4096
-_MATCH_KEYS = ("link", "email", "phone")
+_DOMAIN_ORDER = {domain: i for i, domain in enumerate(_DOMAINS)}
 
 
-@dataclass(frozen=True, slots=True)
-class IdentitySettings:
-    match_keys: tuple[str, ...] = _MATCH_KEYS
-    max_rounds: int = 3
-    blocked_emails: tuple[str, ...] = (
-        "test@example.com", "noreply@*", "no-reply@*", "donotreply@*", "*@example.invalid",
-    )  # fmt: skip
-    blocked_phones: tuple[str, ...] = ()
-    rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
-    conflict_fields: tuple[str, ...] = ("name", "phone", "title")
+class AmbiguousCustomer(LookupError):
+    """The anchor email belongs to several people: no record may merge them.
 
-    def email_key(self, value: str | None) -> str | None:
-        email = normalize_email(value)
-        if email is None or _blocked(self.blocked_emails).match(email):
-            return None
-        return email
+    ``candidates`` are ``(system, record id)`` of every record the email
+    found, so a caller can ask for one by ``ref``; no value in it is PII.
+    """
 
-    def phone_key(self, value: str | None) -> str | None:
-        phone = normalize_phone(value)
-        if phone is None or phone in self.blocked_phones:
-            return None
-        return phone
+    code = AMBIGUOUS_CUSTOMER
 
+    def __init__(self, candidates: Iterable[tuple[str, str]]) -> None:
+        super().__init__(
+            "this email belongs to several people; ask for one of the candidates by ref"
+        )
+        self.candidates = tuple(sorted(set(candidates)))
 
-@functools.lru_cache(maxsize=16)
-def _blocked(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex for every glob: resolution checks each email it sees."""
-    if not patterns:
-        return re.compile(r"(?!)")  # matches nothing
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
-
-
-def identity_settings_from_mapping(raw: Any) -> IdentitySettings:
-    """Read the ``identity:`` section of the gateway config."""
-    if raw is None:
-        return IdentitySettings()
-    if not isinstance(raw, Mapping):
-        raise ConfigError("identity must be a mapping")
-    defaults = IdentitySettings()
-    keys = tuple(raw.get("match_keys", defaults.match_keys))
-    if not keys or any(k not in _MATCH_KEYS for k in keys):
-        raise ConfigError(f"identity.match_keys must name some of {', '.join(_MATCH_KEYS)}")
-    rounds = raw.get("max_rounds", defaults.max_rounds)
-    if not isinstance(rounds, int) or not 1 <= rounds <= 5:
-        raise ConfigError("identity.max_rounds must be an integer from 1 to 5")
-    blocked = raw.get("blocked") or {}
-    if not isinstance(blocked, Mapping):
-        raise ConfigError("identity.blocked must map 'emails' and/or 'phones' to lists")
-    emails = blocked.get("emails", defaults.blocked_emails)
-    phones = blocked.get("phones", defaults.blocked_phones)
-    fields = raw.get("conflict_fields", defaults.conflict_fields)
-    for name, value in (("blocked.emails", emails), ("blocked.phones", phones),
-                        ("conflict_fields", fields)):  # fmt: skip
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"identity.{name} must be a list of strings")
-    return IdentitySettings(
-        match_keys=keys,
-        max_rounds=rounds,
-        blocked_emails=tuple(e.strip().lower() for e in emails),
-        blocked_phones=tuple(p for v in phones if (p := normalize_phone(v) or v)),
-        rules=rules_from_mapping(raw.get("survivorship")),
-        conflict_fields=tuple(fields),
-    )
-
-
-class InvalidCustomerId(ValueError):
-    """A customer id that this gateway did not issue."""
-
-
-class CustomerIds:
-    """Anchors are ``e:<email>`` or ``r:<system>:<record id>``."""
-
-    def __init__(self, key: bytes) -> None:
-        self._siv = AESSIV(key)
-        self._encoded: dict[str, str] = {}
-
-    def encode(self, anchor: str) -> str:
-        known = self._encoded.get(anchor)
-        if known is not None:
-            return known
-        token = self._siv.encrypt(anchor.encode(), None)
-        encoded = _ID_PREFIX + base64.urlsafe_b64encode(token).rstrip(b"=").decode()
-        if len(self._encoded) >= _ENCODED_IDS:
-            self._encoded.clear()
-        self._encoded[anchor] = encoded
-        return encoded
-
-    def decode(self, customer_id: str) -> str:
-        if not customer_id.startswith(_ID_PREFIX) or len(customer_id) > 600:
-            raise InvalidCustomerId("not a c360 customer id")
-        raw = customer_id.removeprefix(_ID_PREFIX)
-        try:
-            token = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-            anchor = self._siv.decrypt(token, None).decode()
-        except (ValueError, InvalidTag) as exc:
-            raise InvalidCustomerId("not a c360 customer id") from exc
-        if not anchor.startswith(("e:", "r:")):
-            raise InvalidCustomerId("not a c360 customer id")
-        return anchor
+    @property
+    def extensions(self) -> dict[str, Any]:
+        # graphql-core copies an exception's ``extensions`` onto the error it reports.
+        return {
+            "code": self.code,
+            "candidates": [{"system": system, "id": rid} for system, rid in self.candidates],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +117,28 @@ class Linked:
     matched_by: str  # "ref" | "email" | "phone" | "link"
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class PossibleMatch:
+    """A record a key found that was not merged, and why (a stable code, no values)."""
+
+    system: str
+    record_id: str
+    matched_on: str  # "email" | "phone" | "link"
+    reason: str  # "email differs" | "link differs" | "name differs" | "shared email" | …
+
+
 @dataclass
 class Profile:
     """Everything resolution found for one customer."""
 
     linked: dict[Domain, list[Linked]] = field(default_factory=dict)
-    # Lookups that failed: a domain with no record and a failure reports it.
-    failures: dict[Domain, UpstreamError] = field(default_factory=dict)
+    # Every system a lookup failed for, by connector name: the first error each.
+    failures: dict[str, UpstreamError] = field(default_factory=dict)
+    # Records found but not merged, by (system, record id).
+    possible: dict[tuple[str, str], PossibleMatch] = field(default_factory=dict)
+    # Emails looked up that found one person only: fit to be a customer id.
+    identifying_emails: set[str] = field(default_factory=set)
+    _failed_domains: dict[str, Domain] = field(default_factory=dict)
     _seen: set[tuple[str, str, str | None]] = field(default_factory=set)
 
     def records(self, domain: Domain) -> list[Linked]:
@@ -207,101 +152,192 @@ class Profile:
     def found(self) -> bool:
         return bool(self._seen)
 
+    @property
+    def unreachable(self) -> tuple[str, ...]:
+        return tuple(sorted(self.failures))
+
+    def fail(self, connector: Connector, error: UpstreamError) -> None:
+        if connector.name not in self.failures:
+            self.failures[connector.name] = error
+            self._failed_domains[connector.name] = connector.domain
+
+    def failure(self, domain: Domain) -> UpstreamError | None:
+        """The first failure of a system of ``domain``, if any."""
+        for name, error in self.failures.items():
+            if self._failed_domains[name] is domain:
+                return error
+        return None
+
+    def has(self, connector: Connector, record: Record) -> bool:
+        return _key(connector, record) in self._seen
+
     def add(self, connector: Connector, records: Iterable[Any], matched_by: str) -> list[Linked]:
         added: list[Linked] = []
         for record in records:
-            # A marketing member is one record per list it belongs to.
-            key = (connector.name, record.source.record_id, getattr(record, "list_id", None))
+            key = _key(connector, record)
             if key in self._seen:
                 continue
             self._seen.add(key)
+            self.possible.pop(key[:2], None)
             link = Linked(connector, record, matched_by)
             self.linked.setdefault(connector.domain, []).append(link)
             added.append(link)
         return added
 
 
-def _as_list(found: Any) -> Sequence[Any]:
-    if found is None:
-        return ()
-    if isinstance(found, Sequence):
-        return found
-    return (found,)
+def _key(connector: Connector, record: Record) -> tuple[str, str, str | None]:
+    # A marketing member is one record per list it belongs to.
+    return (connector.name, record.source.record_id, getattr(record, "list_id", None))
 
 
-def _supports(connector: Connector, method: str) -> bool:
-    # Hooks left at the SDK default would answer {} for free; skip the call.
-    return _overrides(type(connector), method)
+def _canonical(hits: Iterable[tuple[Connector, Record]]) -> list[tuple[Connector, Record]]:
+    """Records without links first (they say who is who), then by system and
+    id: judging the same records always ends the same way."""
+    return sorted(
+        hits,
+        key=lambda hit: (
+            bool(getattr(hit[1], "links", None)),
+            _DOMAIN_ORDER[hit[0].domain],
+            hit[0].name,
+            hit[1].source.record_id,
+            getattr(hit[1], "list_id", None) or "",
+        ),
+    )
 
 
-@functools.cache
-def _overrides(kind: type, method: str) -> bool:
-    base = next(b for b in kind.__mro__ if b.__module__ == "connectors.sdk.base")
-    return getattr(kind, method, None) is not getattr(base, method, None)
+class _Resolution:
+    """The state of one resolution: the person so far, and the next keys."""
 
+    def __init__(self, settings: IdentitySettings, anchor: str | None = None) -> None:
+        self.settings = settings
+        self.anchor = anchor
+        self.profile = Profile()
+        self.known = Known()
+        self.frontier = Frontier()
+        self.seen = Frontier()
+        # "system:id" of every accepted record
+        self.have: set[str] = set()
+        # Configured priority first; the anchor's own kind is judged even if unlisted.
+        self.order = (
+            *settings.match_keys,
+            *(k for k in MATCH_KEYS if k not in settings.match_keys),
+        )
 
-@dataclass
-class _Frontier:
-    emails: set[str] = field(default_factory=set)
-    phones: set[str] = field(default_factory=set)
-    # "system:id" a found record points at: read it from its own system...
-    targets: set[str] = field(default_factory=set)
-    # ...and "system:id" of every found record: ask the others who links to it.
-    backrefs: set[str] = field(default_factory=set)
+    def email_of(self, record: Record) -> str | None:
+        return self.settings.email_key(record.email)
 
-    def minus(self, seen: _Frontier) -> None:
-        self.emails -= seen.emails
-        self.phones -= seen.phones
-        self.targets -= seen.targets | seen.backrefs
-        self.backrefs -= seen.backrefs
+    def accept(self, connector: Connector, record: Record, how: str) -> None:
+        for link in self.profile.add(connector, (record,), how):
+            self.have.add(f"{connector.name}:{record.source.record_id}")
+            self.known.add(connector.name, record, self.email_of(record))
+            if how != "phone":
+                self._follow(link)
 
-
-def _keys_of(links: Iterable[Linked], settings: IdentitySettings, frontier: _Frontier) -> None:
-    for link in links:
-        record = link.record
-        if link.matched_by in ("ref", "link") and (e := settings.email_key(record.email)):
-            frontier.emails.add(e)
+    def _follow(self, link: Linked) -> None:
+        keys, record = self.settings.match_keys, link.record
+        email = self.email_of(record) if link.matched_by in ("ref", "link") else None
+        if email is not None and "email" in keys:
+            self.frontier.emails.add(email)
         if isinstance(record, Person):
-            if phone := settings.phone_key(record.phone):
-                frontier.phones.add(phone)
-            for system, target in record.links.items():
-                frontier.targets.add(f"{system}:{target}")
-                frontier.backrefs.add(f"{system}:{target}")
-        frontier.backrefs.add(f"{link.connector.name}:{record.source.record_id}")
+            if "phone" in keys and (phone := self.settings.phone_key(record.phone)):
+                self.frontier.phones.add(phone)
+            if "link" in keys:
+                for system, target in record.links.items():
+                    self.frontier.targets.add(f"{system}:{target}")
+                    self.frontier.backrefs.add(f"{system}:{target}")
+        if "link" in keys:
+            self.frontier.backrefs.add(f"{link.connector.name}:{record.source.record_id}")
+
+    def take(self, calls: Sequence[tuple[Connector, str, str, str]], results: list[Any]) -> None:
+        """Judge one round's answers, strongest kind of key first."""
+        found: dict[str, dict[str, list[tuple[Connector, Record]]]] = {k: {} for k in MATCH_KEYS}
+        for (connector, _method, key, kind), result in zip(calls, results, strict=True):
+            if isinstance(result, UpstreamError):
+                self.profile.fail(connector, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                hits = found[kind].setdefault(key, [])
+                hits += ((connector, record) for record in as_list(result))
+        for kind in self.order:
+            for key in sorted(found[kind]):
+                self._judge(kind, key, found[kind][key])
+
+    def _judge(self, kind: str, key: str, hits: list[tuple[Connector, Record]]) -> None:
+        if kind == "link":
+            for connector, record in hits:
+                self.accept(connector, record, "link")
+            return
+        new = [hit for hit in _canonical(hits) if not self.profile.has(*hit)]
+        if kind == "email" and key == self.anchor:
+            self._anchor(key, new)
+            return
+        trial = self.known.copy() if len(new) > 1 else self.known
+        reasons: dict[tuple[str, str], str] = {}
+        for connector, record in new:
+            email = self.email_of(record)
+            reason = trial.conflict(connector.name, record, email, check_email=kind == "phone")
+            if reason is not None:
+                reasons[(connector.name, record.source.record_id)] = reason
+            elif trial is not self.known:
+                trial.add(connector.name, record, email)
+        if not reasons:
+            for connector, record in new:
+                self.accept(connector, record, kind)
+            if kind == "email":
+                self.profile.identifying_emails.add(key)
+            return
+        # Records of different people behind one value: it identifies no one.
+        for connector, record in new:
+            rid = (connector.name, record.source.record_id)
+            reason = reasons.get(rid, shared(kind))
+            self.profile.possible.setdefault(rid, PossibleMatch(*rid, kind, reason))
+
+    def _anchor(self, key: str, new: list[tuple[Connector, Record]]) -> None:
+        trial = Known()
+        for connector, record in new:
+            email = self.email_of(record)
+            if trial.conflict(connector.name, record, email, check_email=False) is not None:
+                raise AmbiguousCustomer((c.name, r.source.record_id) for c, r in new)
+            trial.add(connector.name, record, email)
+        for connector, record in new:
+            self.accept(connector, record, "email")
+        if new:
+            self.profile.identifying_emails.add(key)
 
 
 async def resolve(
     ctx: Context, *, email: str | None = None, ref: tuple[Connector, str] | None = None
 ) -> Profile | None:
-    """Find the customer behind an email or a system's record id, everywhere."""
+    """Find the customer behind an email or a system's record id, everywhere.
+
+    Raises :class:`AmbiguousCustomer` when the email is several people's,
+    and the first :class:`~connectors.sdk.UpstreamError` when nothing was
+    found and something failed (``None`` would claim there is no such customer).
+    """
     settings: IdentitySettings = ctx.identity
-    profile = Profile()
-    frontier = _Frontier()
     if ref is not None:
+        run = _Resolution(settings)
         connector, record_id = ref
-        found = _as_list(await ctx.loaders.load(connector, ID_LOOKUP[connector.domain], record_id))
-        _keys_of(profile.add(connector, found, "ref"), settings, frontier)
-        if not profile.found:
+        found = as_list(await ctx.loaders.load(connector, ID_LOOKUP[connector.domain], record_id))
+        for record in found:
+            run.accept(connector, record, "ref")
+        if not run.profile.found:
             return None
-    elif email is not None:
-        if (key := settings.email_key(email)) is None:
-            return None
-        frontier.emails.add(key)
-    seen = _Frontier()
+    elif email is not None and (key := settings.email_key(email)) is not None:
+        run = _Resolution(settings, anchor=key)
+        run.frontier.emails.add(key)
+    else:
+        return None
     for _ in range(settings.max_rounds):
-        calls = _round_calls(ctx, settings, frontier, seen)
+        calls = round_calls(ctx.connectors, run.frontier, run.seen, run.have)
         if not calls:
             break
-        results = await _round_results(ctx, calls)
-        frontier = _Frontier()
-        for (connector, _method, _key, how), result in zip(calls, results, strict=True):
-            if isinstance(result, UpstreamError):
-                profile.failures.setdefault(connector.domain, result)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                _keys_of(profile.add(connector, _as_list(result), how), settings, frontier)
-        frontier.minus(seen)
+        results = await round_results(ctx, calls)
+        run.frontier = Frontier()
+        run.take(calls, results)
+        run.frontier.minus(run.seen)
+    profile = run.profile
     if not profile.found:
         if profile.failures:
             # Nothing found and something failed: we cannot say "no such
@@ -309,81 +345,3 @@ async def resolve(
             raise next(iter(profile.failures.values()))
         return None
     return profile
-
-
-#: Share of the request's remaining deadline one identity round may take. A
-#: vendor that hangs in round 1 must not eat the budget of every later hop:
-#: past its share, that system counts as timed out and resolution goes on.
-_ROUND_SHARE = 0.5
-
-
-def _consume(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: a late failure is not an unhandled one
-
-
-async def _round_results(ctx: Context, calls: list[tuple[Connector, str, str, str]]) -> list[Any]:
-    tasks = [asyncio.ensure_future(ctx.loaders.load(c, method, key)) for c, method, key, _ in calls]
-    deadline = ctx.loaders.scope.deadline
-    budget = None
-    if deadline is not None:
-        budget = max(0.0, (deadline - asyncio.get_running_loop().time()) * _ROUND_SHARE)
-    # Not cancelled when late: DataLoader futures are shared with other
-    # customers of the request, and the resilience layer bounds the call.
-    done: set[asyncio.Future[Any]]
-    if all(task.done() for task in tasks):  # answered from memory: nothing to wait for
-        done = set(tasks)
-    else:
-        done, _ = await asyncio.wait(tasks, timeout=budget)
-    results: list[Any] = []
-    for task, (connector, *_) in zip(tasks, calls, strict=True):
-        if task in done:
-            results.append(task.exception() or task.result())
-        else:
-            task.add_done_callback(_consume)
-            results.append(
-                UpstreamTimeout(f"{connector.name} did not answer in time", source=connector.name)
-            )
-    return results
-
-
-def _round_calls(
-    ctx: Context, settings: IdentitySettings, frontier: _Frontier, seen: _Frontier
-) -> list[tuple[Connector, str, str, str]]:
-    """This round's lookups, strongest key first: a record reached by several
-    keys in one round is linked under the first (see ``Profile.add``)."""
-    connectors = list(ctx.connectors.by_name.values())
-    by_key: dict[str, list[tuple[Connector, str, str, str]]] = {
-        "link": [],
-        "email": [],
-        "phone": [],
-    }
-    if "email" in settings.match_keys:
-        for key in sorted(frontier.emails - seen.emails):
-            by_key["email"] += [(c, EMAIL_LOOKUP[c.domain], key, "email") for c in connectors]
-        seen.emails |= frontier.emails
-    if "phone" in settings.match_keys:
-        for key in sorted(frontier.phones - seen.phones):
-            by_key["phone"] += [
-                (c, PHONE_LOOKUP[c.domain], key, "phone")
-                for c in connectors
-                if c.domain in PHONE_LOOKUP and _supports(c, PHONE_LOOKUP[c.domain])
-            ]
-        seen.phones |= frontier.phones
-    if "link" in settings.match_keys:
-        # A target that is itself a found record (in backrefs) needs no read.
-        for key in sorted(frontier.targets - seen.targets - seen.backrefs - frontier.backrefs):
-            system, _, target = key.partition(":")
-            owner = ctx.connectors.by_name.get(system)
-            if owner is not None:
-                by_key["link"].append((owner, ID_LOOKUP[owner.domain], target, "link"))
-        for key in sorted(frontier.backrefs - seen.backrefs):
-            system = key.partition(":")[0]
-            by_key["link"] += [
-                (c, _LINKED, key, "link")
-                for c in connectors
-                if c.name != system and _supports(c, _LINKED)
-            ]
-        seen.targets |= frontier.targets
-        seen.backrefs |= frontier.backrefs
-    return [call for name in settings.match_keys for call in by_key[name]]

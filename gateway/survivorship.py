@@ -16,7 +16,7 @@ filtered out) never win.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -111,7 +111,11 @@ def survive(candidates: Iterable[Candidate], rule: Rule) -> Winner | None:
 
 
 def rules_from_mapping(raw: Any) -> dict[str, Rule]:
-    """Read ``identity.survivorship``: ``{attribute: {rule, sources}}`` over the defaults."""
+    """Read ``identity.survivorship``: ``{attribute: {rule, sources}}`` over the defaults.
+
+    Attributes are the golden record's (the keys of :data:`DEFAULT_RULES`);
+    anything else is a :class:`~gateway.config.ConfigError`, never ignored.
+    """
     from gateway.config import ConfigError
 
     rules = dict(DEFAULT_RULES)
@@ -121,15 +125,19 @@ def rules_from_mapping(raw: Any) -> dict[str, Rule]:
         raise ConfigError("identity.survivorship must be a mapping of attribute to rule")
     for attribute, spec in raw.items():
         where = f"identity.survivorship.{attribute}"
+        if attribute not in DEFAULT_RULES:
+            raise ConfigError(
+                f"{where}: unknown attribute; expected one of {', '.join(sorted(DEFAULT_RULES))}"
+            )
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{where} must be a mapping with 'rule' and optional 'sources'")
+        if unknown := sorted(str(k) for k in spec if k not in ("rule", "sources")):
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; expected 'rule', 'sources'")
         name = spec.get("rule", "source_priority")
         if name not in _RULE_NAMES:
             raise ConfigError(f"{where}.rule must be one of {', '.join(_RULE_NAMES)}")
-        sources: Sequence[Any] = (
-            spec.get("sources") or DEFAULT_RULES.get(str(attribute), Rule()).sources
-        )
-        if isinstance(sources, str) or not all(isinstance(s, str) for s in sources):
+        sources: Any = spec.get("sources") or DEFAULT_RULES[attribute].sources
+        if not isinstance(sources, list | tuple) or not all(isinstance(s, str) for s in sources):
             raise ConfigError(f"{where}.sources must be a list of system or domain names")
-        rules[str(attribute)] = Rule(name, tuple(sources))
+        rules[attribute] = Rule(name, tuple(sources))
     return rules

@@ -16,7 +16,15 @@ from schema.errors import upstream_error
 from schema.permissions import Guard, pii_of
 from schema.types import Invoice, MarketingProfile, Source, Subscription, Ticket
 
-__all__ = ["ConflictValue", "Customer", "DataQuality", "Duplicate", "FieldConflict", "Provenance"]
+__all__ = [
+    "ConflictValue",
+    "Customer",
+    "DataQuality",
+    "Duplicate",
+    "FieldConflict",
+    "PossibleMatch",
+    "Provenance",
+]
 
 
 @strawberry.type(description="Where a golden attribute's value came from, and by which rule.")
@@ -59,12 +67,38 @@ class FieldConflict:
     values: list[ConflictValue]
 
 
+@strawberry.type(
+    description="A record a key found that was not merged into this customer, and why. "
+    "Values are never shown: ask for the record by ref to see it."
+)
+class PossibleMatch:
+    system: str
+    record_id: strawberry.ID
+    matched_on: str = strawberry.field(description='The key that found it: "email" or "phone".')
+    reason: str = strawberry.field(
+        description='A stable code: "email differs", "link differs", "name differs" (it '
+        'carries someone else\'s identifier), "shared phone", "shared email" (it was found '
+        "through a value several people hold)."
+    )
+
+
 @strawberry.type(description="What resolution found wrong with the data, reported not hidden.")
 class DataQuality:
     duplicates: list[Duplicate]
     conflicts: list[FieldConflict]
-    missing_in: list[str]
-    score: float = strawberry.field(description="1.0 for a clean record, lower per finding.")
+    missing_in: list[str] = strawberry.field(
+        description="Reachable systems that hold no record of the customer."
+    )
+    possible_matches: list[PossibleMatch] = strawberry.field(
+        description="Records found through the customer's keys but not merged."
+    )
+    unreachable: list[str] = strawberry.field(
+        description="Systems a lookup failed for while resolving: what they hold is unknown."
+    )
+    score: float | None = strawberry.field(
+        description="1.0 for a clean record, lower per duplicate, conflict and missing system; "
+        "null when a system was unreachable, since completeness was not checked."
+    )
 
 
 _CAMEL = {"first_name": "firstName", "last_name": "lastName"}
@@ -74,7 +108,7 @@ _PERSON_PII = pii_attributes(Person)
 
 def _raise_failure(profile: Profile, domain: Domain) -> None:
     # A failed lookup only matters when it left the domain with nothing.
-    failure = profile.failures.get(domain)
+    failure = profile.failure(domain)
     if failure is not None and not profile.records(domain):
         raise upstream_error(failure)
 
@@ -172,9 +206,17 @@ class Customer:
             )
             for c in q.conflicts
         ]
+        possible = [
+            PossibleMatch(
+                system=m.system, record_id=strawberry.ID(m.record_id),
+                matched_on=m.matched_on, reason=m.reason,
+            )
+            for m in q.possible_matches
+        ]  # fmt: skip
         return DataQuality(
-            duplicates=duplicates, conflicts=conflicts, missing_in=list(q.missing_in), score=q.score
-        )
+            duplicates=duplicates, conflicts=conflicts, missing_in=list(q.missing_in),
+            possible_matches=possible, unreachable=list(q.unreachable), score=q.score,
+        )  # fmt: skip
 
     @strawberry.field(
         description="The CRM account (organization) the customer belongs to.",

@@ -13,14 +13,26 @@ with parents, with the mess real data has:
   billing record carries) that must never link two people;
 * explicit links: CRM ids on some billing customers (metadata) and ticketing
   users (external_id);
+* values shared by different people, which must identify none of them: an
+  organization's switchboard number as the CRM phone of several of its
+  contacts, a team billing inbox on two people's Stripe customers (each
+  linking to its own CRM contact), and recycled numbers -- a person's current
+  phone still held by an older Zendesk user or Stripe customer of someone else;
 * one loop in the account hierarchy (two accounts that are each other's parent).
 
 Every seeded anomaly is listed in the person's ``anomalies`` (the answer key),
 as ``kind:…:system``: ``missing``, ``email_case``, ``email_whitespace``,
-``duplicate``, ``conflict:phone``, ``placeholder:phone``, ``placeholder:email``.
+``duplicate``, ``conflict:phone``, ``placeholder:phone``, ``placeholder:email``,
+``shared:phone`` (their CRM phone is a switchboard), ``shared:email`` (their
+Stripe email is a team inbox), ``recycled:phone`` (their record in that system
+holds someone else's current number) and ``reassigned:phone`` (their current
+number is still held by someone else's record in that system). The answer key
+also lists every record with the identifying values it holds (``records``).
 
 Everything derives from ``random.Random(seed)`` and a fixed epoch, never the
 wall clock, so the same ``(customers, seed)`` always yields the same world.
+Shared values are laid over the people afterwards from a generator of their
+own, so adding them left every other seeded value as it was.
 Vendor-neutral here; each ``connectors/<vendor>/sandbox.py`` renders it in its
 vendor's JSON shape.
 """
@@ -327,10 +339,12 @@ class WorldPerson:
     crm_id: str | None = None
     crm_email: str | None = None
     crm_phone: str | None = None
+    crm_phone_e164: str | None = None  # what crm_phone is, None for a placeholder
     crm_updated: datetime | None = None
     zendesk_id: int | None = None
     zendesk_email: str | None = None
     zendesk_phone: str | None = None
+    zendesk_phone_e164: str | None = None
     zendesk_external_id: str | None = None  # the CRM id, on some users
     zendesk_updated: datetime | None = None
     tickets: list[SupportTicket] = field(default_factory=list)
@@ -364,6 +378,7 @@ class World:
         a.parent, b.parent = b.index, a.index
         self.cycle = (a.index, b.index)
         self.people: list[WorldPerson] = [self._make_person(i) for i in range(customers)]
+        _share_values(self, random.Random(f"{seed}:shared"))
         self._index()
 
     # ------------------------------------------------------------------ build
@@ -447,19 +462,22 @@ class World:
             p.crm_id = self._id("003", 15)
             p.crm_email = self._mess(email, p, "salesforce", 0.08)
             p.crm_phone = rng.choice(formats[1:3])
+            p.crm_phone_e164 = p.phone
             if i >= 5 and rng.random() < 0.02:
                 p.anomalies.append("placeholder:phone:salesforce")
                 p.crm_phone = rng.choice(PLACEHOLDER_PHONES)
+                p.crm_phone_e164 = None
             p.crm_updated = self._when(300)
         if "zendesk" not in missing:
             # Zendesk lower-cases addresses itself, so no case mess there.
             p.zendesk_id = 360_000_000_000 + i * 7 + 3
             p.zendesk_email = email
             p.zendesk_phone = rng.choice((formats[0], formats[3]))
+            p.zendesk_phone_e164 = p.phone
             if i >= 5 and p.crm_id and rng.random() < 0.03:
                 # A number of its own: it must conflict, never link elsewhere.
                 p.anomalies.append("conflict:phone:zendesk")
-                p.zendesk_phone = f"+1628555{i % 10000:04d}"
+                p.zendesk_phone = p.zendesk_phone_e164 = f"+1628555{i % 10000:04d}"
             if p.crm_id and rng.random() < 0.5:
                 p.zendesk_external_id = p.crm_id
             p.zendesk_updated = self._when(200)
@@ -604,6 +622,7 @@ class World:
             "name": person.name,
             "phone": person.phone,
             "systems": systems,
+            "records": _records(person),
             "organization": {
                 "salesforce": org.crm_id,
                 "name": org.name,
@@ -624,3 +643,112 @@ class World:
                 "memberships": len(person.memberships),
             },
         }
+
+
+def _identifying(email: str | None) -> str | None:
+    if email is None or email == PLACEHOLDER_EMAIL:
+        return None
+    return email.strip().lower()
+
+
+def _records(p: WorldPerson) -> list[dict[str, str | None]]:
+    """Each record of the person and the values a lookup finds it by: the
+    address as stored (trimmed, lower-cased) and the phone in E.164, ``None``
+    for a placeholder. Mailchimp cannot be searched by phone, so its
+    members hold none here."""
+    held: list[tuple[str, str, str | None, str | None]] = []
+    if p.crm_id:
+        held.append(("salesforce", p.crm_id, p.crm_email, p.crm_phone_e164))
+    if p.zendesk_id:
+        held.append(("zendesk", str(p.zendesk_id), p.zendesk_email, p.zendesk_phone_e164))
+    held += [("stripe", b.id, b.email, b.phone) for b in p.billing]
+    if p.memberships:
+        held.append(("mailchimp", mailchimp_hash(p.email), p.mailchimp_email, None))
+    return [
+        {"system": system, "id": rid, "email": _identifying(email), "phone": phone}
+        for system, rid, email, phone in held
+    ]
+
+
+# ------------------------------------------------------------ shared values
+def _share_values(world: World, rng: random.Random) -> None:
+    """Lay values shared by different people over the world: switchboards,
+    team inboxes, recycled numbers. Each touches people whose data was clean
+    (only ``missing:…`` anomalies, not among the first five), once each, so
+    every anomaly in the answer key still means one thing. Several groups of
+    each kind: one per 50 people, at least one."""
+    groups = max(1, world.customers // 50)
+    free = [
+        p
+        for p in world.people
+        if p.index >= 5 and all(a.startswith("missing:") for a in p.anomalies)
+    ]
+    used: set[int] = set()
+    _switchboards(rng, groups, free, used)
+    _team_inboxes(world, rng, groups, free, used)
+    for system in ("zendesk", "stripe"):
+        _recycled_numbers(rng, groups, free, used, system)
+
+
+def _by_org(people: list[WorldPerson], used: set[int]) -> dict[int, list[WorldPerson]]:
+    out: dict[int, list[WorldPerson]] = {}
+    for p in people:
+        if p.org is not None and p.index not in used:
+            out.setdefault(p.org, []).append(p)
+    return out
+
+
+def _switchboards(rng: random.Random, groups: int, free: list[WorldPerson], used: set[int]) -> None:
+    """An organization's main number as the CRM phone of two to four contacts."""
+    staff = _by_org([p for p in free if p.crm_id], used)
+    orgs = sorted(org for org, members in staff.items() if len(members) >= 2)
+    for org in rng.sample(orgs, min(groups, len(orgs))):
+        number = f"+1646555{org % 10000:04d}"
+        for p in rng.sample(staff[org], min(len(staff[org]), rng.choice((2, 3, 3, 4)))):
+            p.crm_phone = rng.choice(phone_formats(number)[1:3])
+            p.crm_phone_e164 = number
+            p.anomalies.append("shared:phone:salesforce")
+            used.add(p.index)
+
+
+def _team_inboxes(
+    world: World, rng: random.Random, groups: int, free: list[WorldPerson], used: set[int]
+) -> None:
+    """One billing inbox of an organization on two colleagues' Stripe
+    customers, each customer linking to its own CRM contact."""
+    payers = _by_org([p for p in free if p.crm_id and p.billing], used)
+    orgs = sorted(org for org, members in payers.items() if len(members) >= 2)
+    for org in rng.sample(orgs, min(groups, len(orgs))):
+        inbox = f"billing@{world.orgs[org].domain}"
+        for p in rng.sample(payers[org], 2):
+            account = p.billing[0]
+            account.email = inbox
+            account.crm_id = p.crm_id
+            p.anomalies.append("shared:email:stripe")
+            used.add(p.index)
+
+
+def _recycled_numbers(
+    rng: random.Random, groups: int, free: list[WorldPerson], used: set[int], system: str
+) -> None:
+    """A person's current number (their CRM phone) still held by an older
+    record of someone else in ``system``; the holder's CRM has their own."""
+
+    def holds(p: WorldPerson) -> bool:
+        return p.zendesk_id is not None if system == "zendesk" else bool(p.billing)
+
+    for _ in range(groups):
+        owners = [p for p in free if p.index not in used and p.crm_phone_e164 == p.phone]
+        holders = [p for p in free if p.index not in used and p.crm_id and holds(p)]
+        if len(owners) < 2 or len(holders) < 2:
+            return
+        owner = rng.choice(owners)
+        holder = rng.choice([p for p in holders if p is not owner])
+        if system == "zendesk":
+            holder.zendesk_phone = rng.choice((owner.phone, phone_formats(owner.phone)[3]))
+            holder.zendesk_phone_e164 = owner.phone
+        else:
+            holder.billing[0].phone = owner.phone
+        holder.anomalies.append(f"recycled:phone:{system}")
+        owner.anomalies.append(f"reassigned:phone:{system}")
+        used.update((owner.index, holder.index))

@@ -16,7 +16,8 @@ query($email: String, $id: ID, $ref: SystemRefInput) {
     dataQuality {
       duplicates { system recordIds }
       conflicts { field values { system recordId value } }
-      missingIn score
+      missingIn score unreachable
+      possibleMatches { system recordId matchedOn reason }
     }
   }
 }"""
@@ -47,9 +48,9 @@ def _people(answer_key, kind):
 
 def test_same_person_from_every_entry_point_gives_one_golden_record(gql, answer_key):
     picks = [p for p in answer_key if p["in_all"]][:2]
-    picks += (
-        _people(answer_key, "placeholder:email")[:1] + _people(answer_key, "conflict:phone")[:1]
-    )
+    for kind in ("placeholder:email", "conflict:phone", "shared:phone", "shared:email",
+                 "recycled:phone", "reassigned:phone"):  # fmt: skip
+        picks += _people(answer_key, kind)[:1]
     for person in picks:
         baseline = gql(GOLDEN, email=person["email"])["data"]["customer"]
         assert baseline["email"] == person["email"]
@@ -75,7 +76,12 @@ def test_every_seeded_anomaly_is_reported_and_none_is_invented(gql, answer_key):
         quality = customer["dataQuality"]
         assert {d["system"] for d in quality["duplicates"]} == _kinds(person, "duplicate"), person
         conflict_fields = {c["field"] for c in quality["conflicts"]}
-        assert conflict_fields == ({"phone"} if _kinds(person, "conflict:phone") else set()), person
+        # Phones conflict where the person's records hold several numbers: a
+        # conflicting one, a switchboard besides their own, a recycled one.
+        phones = {r["phone"] for r in person["records"] if r["phone"]}
+        assert conflict_fields == ({"phone"} if len(phones) > 1 else set()), person
+        if _kinds(person, "conflict:phone"):
+            assert len(phones) > 1
         assert set(quality["missingIn"]) == _kinds(person, "missing"), person
         # Every linked record is the person's own, and none is left out.
         assert _sources(customer) == {s: set(ids) for s, ids in person["systems"].items() if ids}
@@ -127,3 +133,50 @@ def test_fifty_customers_with_identity_resolution_stay_batched(gql, sandbox_url,
             assert calls <= 50 + 1, route  # the documented floor: no multi-email read
         else:
             assert calls <= 20, (route, calls)
+
+
+AMBIGUOUS = """query($emails: [String!]) { customers(emails: $emails) { email name } }"""
+
+
+def test_a_shared_inbox_is_no_ones_customer_and_names_its_candidates(gql, answer_key):
+    payers = _people(answer_key, "shared:email")
+    assert payers, "the world seeds team billing inboxes"
+    person = payers[0]
+    [inbox] = {r["email"] for r in person["records"] if r["email"] != person["email"]}
+    holders = [p for p in payers if any(r["email"] == inbox for r in p["records"])]
+    expected = sorted(
+        ({"system": r["system"], "id": r["id"]}
+         for p in holders for r in p["records"] if r["email"] == inbox),
+        key=lambda c: c["id"],
+    )  # fmt: skip
+    assert len(holders) == 2
+    body = gql(AMBIGUOUS, emails=[inbox, person["email"]])
+    assert body["data"]["customers"][0] is None
+    assert body["data"]["customers"][1] == {"email": person["email"], "name": person["name"]}
+    [error] = body["errors"]
+    assert error["path"] == ["customers", 0]
+    assert error["extensions"]["code"] == "AMBIGUOUS_CUSTOMER"
+    assert sorted(error["extensions"]["candidates"], key=lambda c: c["id"]) == expected
+    # No one's address or name in what the caller is told.
+    text = str(error)
+    for value in (inbox, *(p["email"] for p in holders), *(p["name"] for p in holders)):
+        assert value not in text
+    # Each candidate, asked by ref, is one person: its own.
+    for candidate, owner in zip(expected, sorted(holders, key=_stripe_ids), strict=True):
+        customer = gql(GOLDEN, ref=candidate)["data"]["customer"]
+        assert (customer["email"], customer["name"]) == (owner["email"], owner["name"])
+
+
+def _stripe_ids(person):
+    return person["systems"]["stripe"]
+
+
+def test_possible_matches_say_which_key_found_them_and_why(gql, answer_key):
+    switchboard = _people(answer_key, "shared:phone")[0]
+    customer = gql(GOLDEN, email=switchboard["email"])["data"]["customer"]
+    matches = customer["dataQuality"]["possibleMatches"]
+    assert matches
+    # Colleagues' CRM contacts, found by the switchboard number, carry their own address.
+    assert {(m["system"], m["matchedOn"], m["reason"]) for m in matches} == {
+        ("salesforce", "phone", "email differs")
+    }

@@ -61,10 +61,14 @@ class ConnectorContract:
 
     def _present(self, state: SandboxState) -> list[dict[str, Any]]:
         keys = [state.world.answer_key(p) for p in state.world.people]
-        # A record stored under a placeholder address is reachable only
-        # through links, never by the person's email.
-        unreachable = f"placeholder:email:{self.vendor}"
-        return [k for k in keys if k["systems"][self.vendor] and unreachable not in k["anomalies"]]
+        # A record stored under another address (a placeholder, a team inbox)
+        # is reachable only through links, never by the person's email.
+        return [
+            k
+            for k in keys
+            if k["systems"][self.vendor]
+            and all(r["email"] == k["email"] for r in k["records"] if r["system"] == self.vendor)
+        ]
 
     async def _by_email(self, connector: Connector, emails: Sequence[str]) -> Any:
         return await getattr(connector, _EMAIL_METHOD[connector.domain])(list(emails))
