@@ -53,6 +53,8 @@ class Cooldown:
 
     def refused(self, sent_at: float, retry_after: float) -> None:
         """A call sent at ``sent_at`` (this clock) was answered 429 with ``retry_after``."""
+        if not retry_after > 0:  # "now" (or NaN from a connector): no window to keep
+            return
         if self._window_end is not None and sent_at >= self._window_end:
             self._persistent = True
         now = self._clock()

@@ -10,7 +10,8 @@ A connector's ``resilience:`` section overrides the defaults of its vendor
           timeout: 2.5               # seconds per attempt
           attempts: 3                # tries for retryable failures; 1 = no retry
           backoff: {initial: 0.1, max: 2.0}
-          retry_after_max: 5         # longest Retry-After waited out; longer ones fail at once
+          retry_after_max: 5         # longest vendor Retry-After a call waits out (once, in at
+                                     # most half its time left); longer ones fail at once
           breaker: {failures: 5, open_for: 30}
           bulkhead: 10               # calls in flight to this vendor at once
           rate_limit: {per_minute: 200, burst: 10}   # vendor calls (chunks, pages); false = none

@@ -262,8 +262,27 @@ class Resilience:
         self, connector: Connector, method: str, keys: Sequence[str], scope: RequestScope
     ) -> Mapping[str, Any]:
         source = connector.name
+        # One coroutine, not two: this runs for every batch that misses the cache.
         try:
-            return await self._call(connector, method, keys, scope)
+            if scope.deadline is not None and asyncio.get_running_loop().time() >= scope.deadline:
+                self._emit(source, "deadline")
+                raise _QueuedTooLong(f"{source}: the request deadline had passed", source=source)
+            guard = self._guard(source)
+            if guard.cooldown.remaining():
+                # Fail now rather than after merging, when this caller may not wait.
+                self._cooldown_wait(guard, source, scope.deadline, _Patience())
+            key = (source, method, frozenset(keys))
+            max_keys = guard.policy.merge_max_keys
+            # The same keys already in flight: joining that call beats a new one.
+            if max_keys and key not in self._in_flight:
+                batch = self._merger.join((source, method), keys, scope.deadline, max_keys)
+                if batch is not None:
+                    if batch.callers > 1:
+                        self._emit(source, "merge")
+                    await sealed(batch)
+                    if batch.callers > 1:
+                        return await self._merged(batch, connector, method, keys, scope)
+            return await self._shared(key, scope.deadline, connector, method, keys, scope)
         except _QueuedTooLong as exc:
             left = self._guard(source).cooldown.remaining()
             if not left:
@@ -277,30 +296,6 @@ class Resilience:
         except UpstreamError as exc:
             log_failure(exc, connector=source, operation=method, request_id=scope.request_id)
             raise
-
-    async def _call(
-        self, connector: Connector, method: str, keys: Sequence[str], scope: RequestScope
-    ) -> Mapping[str, Any]:
-        source = connector.name
-        if scope.deadline is not None and asyncio.get_running_loop().time() >= scope.deadline:
-            self._emit(source, "deadline")
-            raise _QueuedTooLong(f"{source}: the request deadline had passed", source=source)
-        guard = self._guard(source)
-        if guard.cooldown.remaining():
-            # Fail now rather than after merging, when this caller may not wait.
-            self._cooldown_wait(guard, source, scope.deadline, _Patience())
-        key = (source, method, frozenset(keys))
-        max_keys = guard.policy.merge_max_keys
-        # The same keys already in flight: joining that call beats a new one.
-        if max_keys and key not in self._in_flight:
-            batch = self._merger.join((source, method), keys, scope.deadline, max_keys)
-            if batch is not None:
-                if batch.callers > 1:
-                    self._emit(source, "merge")
-                await sealed(batch)
-                if batch.callers > 1:
-                    return await self._merged(batch, connector, method, keys, scope)
-        return await self._shared(key, scope.deadline, connector, method, keys, scope)
 
     async def _shared(
         self,

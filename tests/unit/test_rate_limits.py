@@ -247,6 +247,13 @@ def test_a_cooldown_turns_persistent_only_when_a_call_after_it_is_refused():
     assert cooldown.remaining() == MAX_COOLDOWN and not cooldown.persistent
 
 
+@pytest.mark.parametrize("retry_after", [0.0, -3.0, float("nan")])
+def test_a_429_that_asks_for_no_wait_starts_no_cooldown(retry_after):
+    cooldown = Cooldown(Clock())
+    cooldown.refused(0.0, retry_after)
+    assert cooldown.remaining() == 0
+
+
 # --- Retry-After values --------------------------------------------------------
 
 
