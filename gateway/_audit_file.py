@@ -96,8 +96,10 @@ class JsonlSink:
         *,
         key: AuditKey,
         checkpoint: str | os.PathLike[str] | None = None,
+        probe_timeout: float = 2.0,
     ) -> None:
         self.path = Path(path)
+        self.probe_timeout = probe_timeout
         self.checkpoint = Path(checkpoint) if checkpoint else Path(f"{self.path}.checkpoint")
         self.key = key
 
@@ -106,7 +108,12 @@ class JsonlSink:
 
     async def probe(self, *, write: bool = False) -> str | None:
         """Why an append would fail now, or None; ``write`` also rewrites the checkpoint."""
-        return await asyncio.to_thread(self._probe, write)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._probe, write), self.probe_timeout)
+        except TimeoutError:
+            return (
+                f"{self.path} did not answer within {self.probe_timeout:g} s (locked? slow disk?)"
+            )
 
     async def aclose(self) -> None:
         return None
@@ -125,9 +132,12 @@ class JsonlSink:
                 raise
             # Never create a file in place of one that its checkpoint says held events.
             reason = self._missing()
-            if reason is not None:
-                raise AuditSinkError(reason) from exc
-            fd = self._open(os.O_CREAT)
+            try:
+                fd = self._open(0)  # another process may have just created it
+            except AuditSinkError:
+                if reason is not None:
+                    raise AuditSinkError(reason) from exc
+                fd = self._open(os.O_CREAT)
         try:
             # flock (not lockf): threads of one process exclude each other too.
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -174,6 +184,8 @@ class JsonlSink:
                 self._put(checkpoint)
         except AuditSinkError as exc:
             return str(exc)
+        except OSError as exc:
+            return f"cannot read audit file {self.path}: {exc}"
         finally:
             os.close(fd)
         return None

@@ -5,8 +5,9 @@ writer chained after and only then ``XADD``\\s the events and sets the head
 (compare-and-set, so writers in many processes keep one chain; hashing stays
 client-side because Redis Lua has no HMAC-SHA256). The head is a
 :class:`~gateway._audit_event.Checkpoint` signed for this stream: a writer
-refuses a head that does not verify, a stream with entries but no head, and
-a head whose stream is empty, instead of starting a new chain.
+refuses a head that does not verify, a stream with entries but no head, a
+head whose stream is empty and a stream that does not end in the event its
+head names, instead of starting a new chain or chaining over a cut.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ elseif length == 0 then
   return redis.error_reply('c360 audit: the stream is empty but its head key names an event')
 end
 if head ~= ARGV[1] then return {0, head} end
+if head ~= '' then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][2]
+  local ok, event = pcall(cjson.decode, last[2] or '')
+  if not ok or type(event) ~= 'table' or event['hash'] ~= cjson.decode(head)['hash'] then
+    return redis.error_reply('c360 audit: the stream does not end in the event its head names')
+  end
+end
 for i = 3, #ARGV do redis.call('XADD', KEYS[1], '*', 'event', ARGV[i]) end
 redis.call('SET', KEYS[2], ARGV[2])
 return {1, ARGV[2]}

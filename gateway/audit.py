@@ -168,18 +168,36 @@ class AuditTrail:
             del self._pending[: self._max_batch]
             try:
                 events = await self.sink.append([draft for draft, _ in batch])
-            except Exception as exc:
-                self._failure = str(exc) or type(exc).__name__
-                for _, future in batch:
-                    if not future.done():
-                        error = AuditSinkError(self._failure)
-                        error.__cause__ = exc
-                        future.set_exception(error)
+            except BaseException as exc:
+                stopping = not isinstance(exc, Exception)  # cancelled, interrupted
+                if stopping:
+                    # This task ends here: nobody may wait forever, nor take it as stored.
+                    batch += self._pending
+                    self._pending.clear()
+                self._fail(batch, str(exc) or type(exc).__name__, exc)
+                if stopping:
+                    raise
+                continue
+            if len(events) != len(batch):
+                self._fail(batch, f"the sink stored {len(events)} of {len(batch)} events")
                 continue
             self._failure = None
             for (_, future), event in zip(batch, events, strict=True):
                 if not future.done():  # the caller may have been cancelled
                     future.set_result(event)
+
+    def _fail(
+        self,
+        batch: list[tuple[AuditEvent, asyncio.Future[AuditEvent]]],
+        reason: str,
+        cause: BaseException | None = None,
+    ) -> None:
+        self._failure = reason
+        for _, future in batch:
+            if not future.done():
+                error = AuditSinkError(reason)
+                error.__cause__ = cause
+                future.set_exception(error)
 
     async def probe(self) -> str | None:
         """None when the sink can take events now, else a short reason (readiness)."""
@@ -188,7 +206,10 @@ class AuditTrail:
         failed = self._failure
         # After a failed append, a probe also tries a write: traffic may never
         # come back to a sink reported down, so the probe must see it recover.
-        reason = await self.sink.probe(write=failed is not None)
+        try:
+            reason = await self.sink.probe(write=failed is not None)
+        except Exception as exc:  # a sink's bug must not take readiness down with a 500
+            return f"the audit probe failed: {exc!r}"
         if reason is not None:
             return reason
         if failed is not None and self._failure == failed:
@@ -199,7 +220,8 @@ class AuditTrail:
         """Finish pending appends, then close the sink."""
         self._closed = True
         if self._flusher is not None:
-            await self._flusher
+            # Its callers have heard how it ended; closing goes on regardless.
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await self.sink.aclose()
 
 

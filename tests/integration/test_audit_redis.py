@@ -310,3 +310,17 @@ async def test_an_unreachable_redis_is_an_error_not_a_verdict() -> None:
     with pytest.raises(AuditError, match="cannot read c360:audit"):
         await verify_stream(url, key=KEY)
     assert GENESIS == "0" * 64
+
+
+async def test_a_writer_will_not_chain_over_a_cut_tail(filled: str, db: redis.Redis) -> None:
+    db.xdel(STREAM, entries(db)[-1][0])
+    t = AuditTrail(sink(filled))
+    with pytest.raises(AuditSinkError, match="does not end in the event its head names"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
+    db.xadd(STREAM, {"event": b"not json"})
+    t = AuditTrail(sink(filled))
+    with pytest.raises(AuditSinkError, match="does not end in the event its head names"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
+    assert len(entries(db)) == 60

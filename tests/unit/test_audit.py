@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import itertools
@@ -12,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -1016,3 +1019,55 @@ def test_an_event_parses_back_only_when_it_is_exactly_what_was_written(five: Pat
     event = AuditEvent.from_json(row)
     assert event.to_json() == row and event.verifies(KEY) and not event.verifies(OTHER)
     assert event.fields == FIELDS
+
+
+class BrokenSink:
+    """A sink that fails the way a test asks: raises ``error`` or returns ``events``."""
+
+    def __init__(self, error: BaseException | None = None, events: list | None = None) -> None:
+        self.error, self.events = error, events
+
+    async def append(self, drafts):
+        if self.error is not None:
+            raise self.error
+        return self.events
+
+    async def probe(self, *, write: bool = False):
+        raise RuntimeError("probe bug")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_cancelled_append_fails_every_waiting_caller_instead_of_hanging() -> None:
+    t = AuditTrail(BrokenSink(asyncio.CancelledError()), max_batch=2)
+    outcomes = await asyncio.gather(
+        *(t.record(subject="a", customer_id=f"c{i}", fields=FIELDS) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert [type(o) for o in outcomes] == [AuditSinkError] * 5
+    await t.aclose()
+
+
+async def test_a_sink_that_stores_fewer_events_than_asked_fails_the_batch() -> None:
+    t = AuditTrail(BrokenSink(events=[]))
+    with pytest.raises(AuditSinkError, match="the sink stored 0 of 1 events"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert await t.probe() == "the audit probe failed: RuntimeError('probe bug')"
+    await t.aclose()
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Holds the trail's lock, as a writer stuck on a dead disk would."""
+    with open(path, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+async def test_probe_of_a_trail_locked_by_a_stuck_writer_times_out(five: Path) -> None:
+    t = AuditTrail(JsonlSink(five, key=KEY, probe_timeout=0.2))
+    with locked(five):
+        assert await t.probe() == f"{five} did not answer within 0.2 s (locked? slow disk?)"
+    assert await t.probe() is None
+    await t.aclose()
