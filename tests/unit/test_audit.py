@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway._audit_event import Checkpoint
 from gateway.audit import (
     GENESIS,
     PROBLEMS,
     AuditError,
     AuditEvent,
+    AuditFormatError,
     AuditKey,
     AuditSinkError,
     AuditTrail,
@@ -1071,3 +1073,146 @@ async def test_probe_of_a_trail_locked_by_a_stuck_writer_times_out(five: Path) -
         assert await t.probe() == f"{five} did not answer within 0.2 s (locked? slow disk?)"
     assert await t.probe() is None
     await t.aclose()
+
+
+def good_event() -> dict:
+    return json.loads(AuditEvent(
+        time="t", subject="s", client_id=None, customer_id="c1", fields=FIELDS,
+        operation=None, request_id=None, source_ip=None,
+    ).signed(KEY, 1, GENESIS).to_json())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"time": 5}, "malformed time"),
+        ({"subject": None}, "malformed subject"),
+        ({"customer_id": 1}, "malformed customer_id"),
+        ({"client_id": 3}, "malformed client_id"),
+        ({"operation": ["x"]}, "malformed operation"),
+        ({"request_id": 1.5}, "malformed request_id"),
+        ({"source_ip": {}}, "malformed source_ip"),
+        ({"fields": []}, "malformed fields"),
+        ({"fields": {}}, "malformed fields"),
+        ({"fields": ["Customer.email"]}, "malformed fields"),
+        ({"fields": {"email": "full"}}, "malformed fields"),
+        ({"fields": {"Customer.email": "half"}}, "malformed fields"),
+        ({"fields": {"Customer.email": 1}}, "malformed fields"),
+        ({"seq": 0}, "malformed seq"),
+        ({"seq": True}, "malformed seq"),
+        ({"seq": "1"}, "malformed seq"),
+        ({"prev_hash": "ab"}, "malformed prev_hash"),
+        ({"hash": "A" * 64}, "malformed hash"),
+        ({"key_id": "abc"}, "malformed key_id"),
+        ({"key_id": None}, "malformed key_id"),
+        ({"time": 5, "seq": 0, "key_id": ""}, "malformed time, seq, key_id"),
+        ({"extra": 1}, "not an audit event (wrong keys)"),
+    ],
+)
+def test_a_malformed_event_says_what_is_wrong(changes: dict, message: str) -> None:
+    raw = canonical({**good_event(), **changes})
+    with pytest.raises(AuditFormatError) as caught:
+        AuditEvent.from_json(raw)
+    assert str(caught.value) == message
+    for not_an_event in (b"[1]", b'"x"', b"{}"):
+        with pytest.raises(AuditFormatError, match="wrong keys"):
+            AuditEvent.from_json(not_an_event)
+    assert AuditEvent.from_json(canonical(good_event())).verifies(KEY)
+
+
+def cp(**changes: object) -> bytes:
+    body = {"seq": 3, "hash": "a" * 64, "size": 10, "key_id": KEY.id, "sig": "b" * 64}
+    return canonical({**body, **changes})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{", "the checkpoint is not valid JSON"),
+        (b"[]", "not a checkpoint (wrong keys)"),
+        (cp(extra=1), "not a checkpoint (wrong keys)"),
+        (cp(seq=-1), "seq or size is not a count"),
+        (cp(size=-1), "seq or size is not a count"),
+        (cp(seq=True), "seq or size is not a count"),
+        (cp(size="10"), "seq or size is not a count"),
+        (cp(seq=0), "the checkpoint of an empty trail names an event"),
+        (cp(seq=0, hash=GENESIS), "the checkpoint of an empty trail names an event"),
+        (cp(hash="a" * 63), "hash, key id or signature is malformed"),
+        (cp(sig="B" * 64), "hash, key id or signature is malformed"),
+        (cp(key_id="x" * 16), "hash, key id or signature is malformed"),
+    ],
+)
+def test_a_malformed_checkpoint_says_what_is_wrong(raw: bytes, message: str) -> None:
+    with pytest.raises(AuditFormatError) as caught:
+        Checkpoint.from_json(raw)
+    assert message in str(caught.value)
+    assert Checkpoint.from_json(cp()).seq == 3
+    assert Checkpoint.from_json(cp(seq=0, hash=GENESIS, size=0)).seq == 0
+
+
+async def test_an_event_from_another_chain_of_the_same_key(tmp_path: Path) -> None:
+    first = await written(tmp_path / "a.jsonl", 4)
+    second = await written(tmp_path / "b.jsonl", 4, subject="agent-2")
+    write(first, [*lines(first)[:2], *lines(second)[2:]])
+    result = verify_file(first, key=KEY)
+    assert (result.problem, result.first_broken_line) == ("inserted", 3)
+    assert "event 3 does not link to event 2: it is from another chain" in result.reason
+
+
+def test_an_edit_followed_by_garbage_is_an_edit(five: Path) -> None:
+    rows = edit(lines(five))
+    rows[3] = b"garbage\n"
+    write(five, rows)
+    result = verify_file(five, key=KEY)
+    assert (result.problem, result.first_broken_line) == ("edited", 3)
+
+
+async def test_an_empty_trail_with_its_checkpoint_takes_events(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    put(path, b"")
+    put(f"{path}.checkpoint", empty_checkpoint())
+    t = trail(path)
+    assert await t.probe() is None
+    assert (await t.record(subject="a", customer_id="c1", fields=FIELDS)).seq == 1
+    await t.aclose()
+
+
+def garble_checkpoint_of_a_gone_file(path: Path) -> None:
+    remove(path)
+    garble_checkpoint(path)
+
+
+def checkpoint_is_a_directory(path: Path) -> None:
+    remove_checkpoint(path)
+    Path(f"{path}.checkpoint").mkdir()
+
+
+def huge_last_line(path: Path) -> None:
+    put(path, data(path) + b"x" * (1 << 20) + b"\n")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (garble_checkpoint_of_a_gone_file, "not valid JSON"),
+        (checkpoint_is_a_directory, "cannot read the audit checkpoint"),
+        (huge_last_line, "an event longer than 1048576 bytes"),
+    ],
+)
+async def test_appends_refused_for_what_cannot_be_read(five: Path, tamper, message) -> None:
+    tamper(five)
+    t = trail(five)
+    with pytest.raises(AuditSinkError, match=message):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert message in str(await t.probe())
+    await t.aclose()
+
+
+def test_unreadable_trails_are_errors_not_verdicts(five: Path, capsys) -> None:
+    checkpoint_is_a_directory(five)
+    with pytest.raises(AuditError, match=r"cannot read .*checkpoint"):
+        verify_file(five, key=KEY)
+    with pytest.raises(AuditError, match="cannot read"):
+        verify_file(five.parent, key=KEY, checkpoint=five.parent / "none")
+    assert audit_main(["verify", str(five), "--key", f"file:{keyfile(five.parent)}"]) == 2
+    assert "cannot read" in capsys.readouterr().err
