@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ConfigError
-from gateway.identity import CustomerIds, InvalidCustomerId, identity_settings_from_mapping
+from gateway.identity import (
+    CustomerIds,
+    IdentitySettings,
+    InvalidCustomerId,
+    identity_settings_from_mapping,
+)
+from gateway.survivorship import DEFAULT_RULES, Rule
 
 KEY = b"k" * 32
 
@@ -69,14 +75,59 @@ def test_blocked_values_are_never_keys():
     ("raw", "fragment"),
     [
         ({"match_keys": ["email", "fax"]}, "match_keys"),
+        ({"match_keys": []}, "match_keys"),
+        ({"match_keys": "email"}, "match_keys"),
+        ({"match_keys": 5}, "match_keys"),
         ({"max_rounds": 0}, "max_rounds"),
+        ({"max_rounds": 6}, "max_rounds"),
+        ({"max_rounds": True}, "max_rounds"),
+        ({"max_rounds": "3"}, "max_rounds"),
         ({"blocked": ["x"]}, "blocked"),
         ({"blocked": {"emails": "x"}}, "blocked.emails"),
+        ({"blocked": {"phones": 5}}, "blocked.phones"),
+        ({"blocked": {"emails": [1]}}, "blocked.emails"),
+        (
+            {"blocked": {"email": ["x@y.example"]}},
+            r"identity.blocked: unknown key\(s\) \['email'\]",
+        ),
+        ({"conflict_fields": "name"}, "conflict_fields"),
+        ({"conflict_fields": ["name", "shoe_size"]}, "shoe_size"),
+        ({"max_round": 2}, r"identity: unknown key\(s\) \['max_round'\]"),
         ({"survivorship": {"name": {"rule": "loudest"}}}, "rule"),
         ({"survivorship": {"name": {"sources": "crm"}}}, "sources"),
+        ({"survivorship": {"name": {"sources": 5}}}, "sources"),
+        ({"survivorship": {"name": {"rul": "most_recent"}}}, r"unknown key\(s\) \['rul'\]"),
+        ({"survivorship": {"nmae": {"rule": "most_recent"}}}, "survivorship.nmae: unknown"),
+        ({"survivorship": {"name": "most_recent"}}, "survivorship.name must be a mapping"),
+        ({"survivorship": ["name"]}, "survivorship must be a mapping"),
         ("nope", "mapping"),
     ],
 )
 def test_identity_config_errors(raw, fragment):
     with pytest.raises(ConfigError, match=fragment):
         identity_settings_from_mapping(raw)
+
+
+def test_identity_config_is_read_as_given():
+    s = identity_settings_from_mapping(
+        {
+            "match_keys": ["email", "link", "email"],
+            "max_rounds": 5,
+            "blocked": {"emails": [" Bot@Spam.example "], "phones": ["(415) 555-0199", "n/a"]},
+            "conflict_fields": ["title"],
+            "survivorship": {"phone": {"rule": "most_recent", "sources": ["zendesk"]}},
+        }
+    )
+    assert s.match_keys == ("email", "link")
+    assert s.max_rounds == 5
+    assert s.blocked_emails == ("bot@spam.example",)
+    assert s.blocked_phones == ("+14155550199", "n/a")
+    assert s.conflict_fields == ("title",)
+    assert s.rules["phone"] == Rule("most_recent", ("zendesk",))
+    assert s.rules["name"] == DEFAULT_RULES["name"]
+    # The default sources stay when only the rule changes.
+    only_rule = identity_settings_from_mapping({"survivorship": {"email": {"rule": "most_recent"}}})
+    assert only_rule.rules["email"] == Rule("most_recent", DEFAULT_RULES["email"].sources)
+    assert identity_settings_from_mapping(None) == IdentitySettings()
+    assert identity_settings_from_mapping({}) == IdentitySettings()
+    assert identity_settings_from_mapping({"max_rounds": 1}).max_rounds == 1

@@ -75,3 +75,62 @@ def test_rules():
     winner = survive([crm, billing_new], Rule("source_priority"))
     assert [a.value for a in winner.alternatives] == ["Ann B. Lee"]
     assert survive([Candidate("", "salesforce", "crm", "003")], Rule()) is None
+
+
+def _c(value, system, domain, rid, days=None):
+    return Candidate(
+        value, system, domain, rid, None if days is None else T0 + timedelta(days=days)
+    )
+
+
+def test_rank_is_the_position_of_the_system_or_its_domain():
+    rule = Rule("source_priority", ("zendesk", "crm"))
+    assert rule.rank(_c("x", "zendesk", "ticketing", "1")) == 0
+    assert rule.rank(_c("x", "salesforce", "crm", "1")) == 1
+    assert rule.rank(_c("x", "stripe", "billing", "1")) == 2  # unlisted: after every listed one
+    winner = survive([_c("CRM", "salesforce", "crm", "1"), _c("ZD", "zendesk", "ticketing", "2")],
+                     rule)  # fmt: skip
+    assert winner.candidate.value == "ZD"
+
+
+def test_source_priority_with_no_listed_source_falls_back_to_system_then_record_order():
+    rule = Rule("source_priority", ("hubspot",))
+    cands = [_c("B", "stripe", "billing", "1"), _c("A2", "salesforce", "crm", "2"),
+             _c("A1", "salesforce", "crm", "10")]  # fmt: skip
+    # Record ids are compared as the systems' text: "10" before "2".
+    assert survive(cands, rule).candidate.value == "A1"
+    assert survive(cands[:2], rule).candidate.value == "A2"
+
+
+def test_most_recent_prefers_any_time_over_none_and_breaks_ties_by_priority():
+    rule = Rule("most_recent", ("crm", "billing"))
+    undated = _c("Old", "salesforce", "crm", "1")
+    dated = _c("New", "zendesk", "ticketing", "2", days=1)
+    assert survive([undated, dated], rule).candidate == dated
+    tie = [
+        _c("Billing", "stripe", "billing", "3", days=5),
+        _c("CRM", "salesforce", "crm", "4", days=5),
+    ]
+    assert survive(tie, rule).candidate.value == "CRM"
+    assert survive([undated, _c("Other", "stripe", "billing", "5")], rule).candidate == undated
+
+
+def test_most_frequent_breaks_ties_by_priority_and_lists_the_other_values():
+    rule = Rule("most_frequent", ("billing", "crm"))
+    cands = [_c("Ann", "salesforce", "crm", "1"), _c("Annie", "stripe", "billing", "2"),
+             _c("Ann", "zendesk", "ticketing", "3"), _c("Annie", "mailchimp", "marketing", "4"),
+             _c("A.", "mailchimp", "marketing", "5")]  # fmt: skip
+    winner = survive(cands, rule)
+    assert winner.candidate == cands[1]  # two each: billing outranks crm
+    assert [a.value for a in winner.alternatives] == ["Ann", "A."]
+    assert winner.rule == "most_frequent"
+    assert survive([*cands, _c("Ann", "x", "x", "6")], rule).candidate.value == "Ann"
+
+
+def test_blank_values_are_not_candidates():
+    rule = Rule("source_priority")
+    winner = survive([_c(" \t", "salesforce", "crm", "1"), _c("Ann", "stripe", "billing", "2")],
+                     rule)  # fmt: skip
+    assert winner.candidate.value == "Ann"
+    assert winner.alternatives == ()
+    assert survive([], rule) is None
