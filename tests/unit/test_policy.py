@@ -1,14 +1,13 @@
-"""Field access policy: maskers, decisions per role, config errors, and the Guard
-extension on a small schema (resolvers skipped, masking, one decision per request)."""
+"""Field access policy: decisions per role and principal, and its config section.
+
+The maskers are in test_masks.py, the Guard that applies decisions to fields
+in test_guard.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-import strawberry
-from graphql import GraphQLError
 
 from gateway.auth import DEFAULT_ROLE_SCOPES, Principal
 from gateway.config import ConfigError
@@ -22,9 +21,6 @@ from gateway.policy import (
     Policy,
     policy_from_mapping,
 )
-from schema import build_schema
-from schema.directives import Auth, Pii, PiiFromRecord
-from schema.permissions import Guard
 
 
 @dataclass(frozen=True)
@@ -297,180 +293,3 @@ def test_config_errors(raw, message):
     with pytest.raises(ConfigError) as caught:
         policy_from_mapping(raw)
     assert str(caught.value) == message
-
-
-# -- the schema ----------------------------------------------------------------------------
-
-
-def _fields(schema: strawberry.Schema) -> list[Any]:
-    out = []
-    for type_ in schema.schema_converter.type_map.values():
-        definition = type_.definition
-        for field in getattr(definition, "fields", ()):
-            out.append((f"{definition.name}.{field.name}", field))
-    return out
-
-
-def test_every_directive_is_enforced_and_printed():
-    schema = build_schema()
-    guarded = set()
-    for name, field in _fields(schema):
-        directives = [d for d in field.directives if isinstance(d, Auth | Pii | PiiFromRecord)]
-        guards = [e for e in field.extensions if isinstance(e, Guard)]
-        assert len(guards) == (1 if directives else 0), name
-        if directives:
-            guarded.add(name)
-    assert {
-        "Customer.email",
-        "Customer.tickets",
-        "Contact.phone",
-        "ConflictValue.value",
-        "Source.id",
-        "Query.customer",
-        "Query.customers",
-    } <= guarded
-    sdl = schema.as_str()
-    assert 'invoices: [Invoice!] @auth(requires: ["billing:read"])' in sdl
-    assert "email: String @pii(kind: EMAIL, sensitive: false)" in sdl
-    assert "phones: [String!]! @pii(kind: PHONE, sensitive: true)" in sdl
-    assert "directive @auth(requires: [String!]!) on FIELD_DEFINITION" in sdl
-
-
-@strawberry.type
-class NotNullable:
-    @strawberry.field(directives=[Auth(requires=["crm:read"])], extensions=[Guard()])
-    def items(self) -> list[str]:
-        return []
-
-
-@strawberry.type
-class Undirected:
-    @strawberry.field(extensions=[Guard()])
-    def items(self) -> list[str] | None:
-        return []
-
-
-@strawberry.type
-class BadQuery:
-    not_nullable: NotNullable
-
-
-@strawberry.type
-class OtherBadQuery:
-    undirected: Undirected
-
-
-def test_guard_refuses_fields_it_cannot_enforce():
-    with pytest.raises(TypeError, match="must be nullable"):
-        strawberry.Schema(query=BadQuery)
-    with pytest.raises(TypeError, match="without @auth or @pii"):
-        strawberry.Schema(query=OtherBadQuery)
-
-
-# -- the Guard on a small schema -------------------------------------------------------------
-
-
-class Calls:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-
-@strawberry.type
-class Person:
-    @strawberry.field(directives=[Pii(kind=PiiKind.EMAIL)], extensions=[Guard()])
-    def email(self, info: strawberry.Info) -> str | None:
-        info.context.calls.names.append("email")
-        return "jane@example.com"
-
-    @strawberry.field(directives=[Pii(kind=PiiKind.PHONE)], extensions=[Guard()])
-    def phones(self, info: strawberry.Info) -> list[str]:
-        info.context.calls.names.append("phones")
-        return ["+14155550123", "+819012345678"]
-
-    @strawberry.field(directives=[Auth(requires=["billing:read"])], extensions=[Guard()])
-    async def invoices(self, info: strawberry.Info) -> list[str] | None:
-        info.context.calls.names.append("invoices")
-        return ["in_1"]
-
-
-@strawberry.type
-class Query:
-    @strawberry.field
-    def people(self) -> list[Person]:
-        return [Person(), Person(), Person()]
-
-
-class CountingPolicy(Policy):
-    def __init__(self) -> None:
-        super().__init__()
-        object.__setattr__(self, "decided", [])
-
-    def decide(self, principal: Any, requires: Any = (), pii: PiiRule | None = None) -> Decision:
-        self.decided.append((tuple(requires), pii))  # type: ignore[attr-defined]
-        return super().decide(principal, requires, pii)
-
-
-@dataclass
-class Ctx:
-    principal: Any
-    policy: Any = None
-    calls: Calls = None  # type: ignore[assignment]
-    memo: dict[Any, Any] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        self.calls = Calls()
-        self.memo = {}
-
-
-GUARDED = strawberry.Schema(query=Query)
-DOC = "{ people { email phones invoices } }"
-
-
-async def test_allowed_passes_through():
-    ctx = Ctx(who("admin"))
-    result = await GUARDED.execute(DOC, context_value=ctx)
-    assert result.errors is None
-    assert result.data["people"][0] == {
-        "email": "jane@example.com",
-        "phones": ["+14155550123", "+819012345678"],
-        "invoices": ["in_1"],
-    }
-
-
-async def test_forbidden_and_hidden_never_run_the_resolver():
-    ctx = Ctx(who("integration"))
-    result = await GUARDED.execute("{ people { email phones } }", context_value=ctx)
-    assert result.errors is None
-    assert result.data["people"] == [{"email": None, "phones": []}] * 3
-    assert ctx.calls.names == []
-
-    ctx = Ctx(who("support_agent"))
-    result = await GUARDED.execute("{ people { invoices email } }", context_value=ctx)
-    assert [p["invoices"] for p in result.data["people"]] == [None] * 3
-    assert "invoices" not in ctx.calls.names
-    assert len(result.errors) == 3
-    error: GraphQLError = result.errors[0]
-    assert error.extensions == {"code": "FORBIDDEN", "missing": ["billing:read"]}
-    assert error.path == ["people", 0, "invoices"]
-
-
-async def test_masked_runs_the_resolver_and_masks_every_string():
-    result = await GUARDED.execute(DOC, context_value=Ctx(who("marketing")))
-    person = result.data["people"][0]
-    assert person["email"] == "j***@example.com"
-    assert person["phones"] == ["+1-***-***-0123", "+81-***-***-5678"]
-
-
-async def test_one_decision_per_field_per_request():
-    policy = CountingPolicy()
-    ctx = Ctx(who("account_manager"), policy=policy)
-    result = await GUARDED.execute(DOC, context_value=ctx)
-    assert result.errors is None
-    assert len(policy.decided) == 3  # three fields, three people
-    assert len(ctx.calls.names) == 9
-
-
-def test_sync_resolvers_stay_sync():
-    result = GUARDED.execute_sync("{ people { email phones } }", context_value=Ctx(who("admin")))
-    assert result.errors is None
-    assert result.data["people"][0]["email"] == "jane@example.com"
