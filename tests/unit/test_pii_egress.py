@@ -19,7 +19,8 @@ from graphql import GraphQLError
 from connectors.sdk import Person, SourceRef
 from gateway.auth import Principal
 from gateway.identity import CustomerIds
-from gateway.policy import DEFAULT_POLICY
+from gateway.policy import DEFAULT_POLICY, policy_from_mapping
+from schema.extensions.masking import MaskUnexpectedErrors
 from schema.extensions.pii_egress import PiiEgress
 
 PERSON = Person(
@@ -137,3 +138,221 @@ async def test_values_of_records_the_request_never_read_are_not_its_business():
     result = await _run(context)
     assert result.data["phone"] == "+14155550101"
     assert context.pii_reads == {}
+
+
+# -- where values hide -----------------------------------------------------------------------
+
+
+@strawberry.type
+class Card:
+    label: str
+
+
+LOCAL = Person(source=SourceRef(system="zendesk", record_id="42"), phone="555 0199")
+
+
+@strawberry.type
+class Wide:
+    @strawberry.field
+    def tags(self) -> list[str]:
+        return ["vip", "Jane.Roe@example.com"]
+
+    @strawberry.field
+    def cards(self) -> list[Card]:
+        return [Card(label="call (415) 555-0101"), Card(label="renews 2026-05-01")]
+
+    @strawberry.field
+    def shouting(self) -> str:
+        return "JANE.ROE@EXAMPLE.COM"
+
+    @strawberry.field
+    def local(self) -> str:
+        return "555-0199"
+
+    @strawberry.field
+    def many(self) -> list[str]:
+        return ["+1 415 555 0101"] * 25
+
+    @strawberry.field
+    def lookup(self) -> str | None:
+        raise GraphQLError(
+            "no match",
+            extensions={"code": "Y", "match-key": "jane.roe@example.com", "n": 1},
+        )
+
+    @strawberry.field
+    def clean(self) -> str | None:
+        raise GraphQLError("no match", extensions={"code": "Z"})
+
+
+WIDE = strawberry.Schema(query=Wide, extensions=[PiiEgress])
+
+
+async def _wide(context: Any, query: str) -> Any:
+    return await WIDE.execute(query, context_value=context)
+
+
+async def test_lists_and_the_objects_in_them_are_searched_too():
+    context = _Context(_principal("integration"))
+    result = await _wide(context, "{ tags cards { label } }")
+    assert result.data == {
+        "tags": ["vip", ""],
+        "cards": [{"label": "call (***"}, {"label": "renews 2026-05-01"}],
+    }
+    owner = context.ids.encode("r:salesforce:003A")
+    assert context.pii_reads == {owner: {"Unguarded.tags": "masked", "Unguarded.label": "masked"}}
+    assert context.pii_paths == [(["tags", 1], ""), (["cards", 0, "label"], "")]
+
+
+async def test_an_email_in_capitals_is_the_same_email():
+    result = await _wide(_Context(_principal("integration")), "{ shouting }")
+    assert result.data == {"shouting": ""}
+    result = await _wide(_Context(_principal("marketing")), "{ shouting }")
+    assert result.data == {"shouting": "J***@EXAMPLE.COM"}
+
+
+async def test_a_seven_digit_local_number_is_a_phone_in_any_format():
+    context = _Context(_principal("support_agent"), loaders=_Loaders(LOCAL))
+    result = await _wide(context, "{ local }")
+    assert result.data == {"local": "***-***-0199"}
+    assert context.pii_reads == {context.ids.encode("r:zendesk:42"): {"Unguarded.local": "masked"}}
+
+
+async def test_pii_in_an_errors_extensions_is_withheld_and_the_error_keeps_its_place():
+    context = _Context(_principal("integration"))
+    result = await _wide(context, "{ lookup clean }")
+    errors = {tuple(e.path): e for e in result.errors}
+    lookup = errors[("lookup",)]
+    assert lookup.message == "no match"
+    assert lookup.extensions == {"code": "Y", "match-key": "", "n": 1}
+    assert [(loc.line, loc.column) for loc in lookup.locations] == [(1, 3)]
+    assert errors[("clean",)].extensions == {"code": "Z"}
+    owner = context.ids.encode("r:salesforce:003A")
+    # An extension's key that is no field name is recorded as a value.
+    assert context.pii_reads == {owner: {"Unguarded.value": "masked"}}
+    # Errors are not data: the audit cannot withhold them later, they are scrubbed now.
+    assert context.pii_paths == []
+
+
+async def test_pii_in_an_error_message_is_recorded_as_shown_in_errors():
+    context = _Context(_principal("integration"))
+    result = await SCHEMA.execute("{ broken }", context_value=context)
+    assert result.errors[0].message == "no such customer ***"
+    assert result.errors[0].path == ["broken"]
+    owner = context.ids.encode("r:salesforce:003A")
+    assert context.pii_reads == {owner: {"Unguarded.errors": "masked"}}
+    assert context.pii_paths == []
+
+
+async def test_the_warning_names_paths_and_kinds_and_at_most_twenty(caplog):
+    with caplog.at_level(logging.WARNING, "c360.pii"):
+        await _wide(_Context(_principal("support_agent")), "{ local many }")
+    [record] = [r for r in caplog.records if r.name == "c360.pii"]
+    listed = ", ".join(f"['many', {i}] (PHONE)" for i in range(20))
+    assert record.getMessage() == f"PII outside a guarded field was withheld at {listed}"
+
+
+async def test_a_loader_answer_that_is_one_record_counts_too():
+    context = _Context(_principal("integration"), loaders=_Loaders(PERSON))
+    result = await _run(context)
+    assert result.data["phone"] == ""
+
+
+# -- what the context says -------------------------------------------------------------------
+
+
+async def test_the_policy_in_the_context_decides():
+    policy = policy_from_mapping({"roles": {"support_agent": {"pii": {"email": "hidden"}}}})
+    result = await _run(_Context(_principal("support_agent"), policy=policy))
+    assert result.data["note"] == "call ***-***-0101 or write to ***, re: plan"
+
+
+@dataclass
+class _Bare:
+    """A context with only loaders: no principal, policy, ids or audit notes."""
+
+    loaders: _Loaders = field(default_factory=lambda: _Loaders([PERSON]))
+
+
+async def test_a_context_with_no_principal_gets_no_pii_and_keeps_no_notes():
+    result = await _run(_Bare())
+    assert result.data["phone"] == ""
+    assert result.data["name"] == ""
+
+
+@dataclass
+class _NoIds:
+    principal: Principal | None
+    loaders: _Loaders = field(default_factory=lambda: _Loaders([PERSON]))
+    pii_reads: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+async def test_a_context_without_customer_ids_still_gets_the_values_withheld():
+    context = _NoIds(_principal("integration"))
+    result = await _run(context)
+    assert result.data["phone"] == ""
+    assert context.pii_reads == {}
+
+
+@dataclass
+class _NoPaths:
+    principal: Principal | None
+    loaders: _Loaders = field(default_factory=lambda: _Loaders([PERSON]))
+    ids: CustomerIds = field(default_factory=lambda: CustomerIds(b"k" * 64))
+    pii_reads: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+async def test_a_context_that_keeps_no_paths_still_gets_its_reads():
+    context = _NoPaths(_principal("integration"))
+    result = await _run(context)
+    assert result.data["phone"] == ""
+    assert context.pii_reads[context.ids.encode("r:salesforce:003A")]["Unguarded.phone"] == "masked"
+
+
+@dataclass
+class _NoLoaders:
+    principal: Principal | None
+
+
+async def test_a_request_that_read_no_sources_is_left_alone():
+    for context in (_NoLoaders(_principal("integration")), _Context(None, loaders=None)):
+        result = await _run(context)
+        assert result.data["phone"] == "+14155550101"
+
+
+async def test_an_unexpected_errors_cause_still_reaches_the_log(caplog):
+    @strawberry.type
+    class Buggy:
+        @strawberry.field
+        def lookup(self) -> str | None:
+            raise ValueError("no customer jane.roe@example.com")
+
+    schema = strawberry.Schema(query=Buggy, extensions=[MaskUnexpectedErrors, PiiEgress])
+    with caplog.at_level(logging.ERROR, "c360.graphql"):
+        result = await schema.execute(
+            "{ lookup }", context_value=_Context(_principal("integration"))
+        )
+    assert result.errors[0].message == "Internal error"
+    [record] = [r for r in caplog.records if r.name == "c360.graphql"]
+    assert record.exc_info[0] is ValueError
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: pii_egress._EMAIL takes a sentence's closing '.', '!' or '?' and a "
+    "URL's '=…&…' into the match, whose lookup then misses: the email is shown in full",
+)
+@pytest.mark.parametrize(
+    "text",
+    ["write to jane.roe@example.com.", "/unsubscribe?email=jane.roe@example.com&list=1"],
+)
+async def test_an_email_ending_a_sentence_or_inside_a_url_is_found(text):
+    @strawberry.type
+    class Notes:
+        @strawberry.field
+        def note(self) -> str:
+            return text
+
+    schema = strawberry.Schema(query=Notes, extensions=[PiiEgress])
+    result = await schema.execute("{ note }", context_value=_Context(_principal("integration")))
+    assert "jane.roe" not in result.data["note"]
