@@ -223,7 +223,9 @@ async def test_a_valid_token_maps_to_a_principal(issuer, auth):
     assert principal == Principal(
         subject="dev-billing-admin",
         roles=frozenset({"billing_admin"}),
-        scopes=frozenset({"crm:read", "billing:read", "pii:read", "pii:sensitive"}),
+        scopes=frozenset(
+            {"customers:read", "crm:read", "billing:read", "pii:read", "pii:sensitive"}
+        ),
         tenant="demo",
         mfa=False,
         client_id="c360-dev",

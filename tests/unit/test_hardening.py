@@ -20,6 +20,8 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionResult
 
 from gateway.config import ConfigError
+from gateway.policy import DEFAULT_POLICY
+from gateway.runtime import DEV_PRINCIPAL
 from schema._logging import GatewaySchema
 from schema.extensions import HardeningLimits, hardening_extensions, limits_from_mapping
 from schema.query import Query
@@ -36,11 +38,18 @@ LIMIT_CODES = {
 
 
 class Tripwire:
-    """A resolver context that records every use and fails it."""
+    """A resolver context that records every use and fails it.
+
+    Only what the field guard reads to decide access is there (an admin): the
+    guard runs before a resolver, and is not what these tests are about.
+    """
 
     request_id: str | None = None
+    principal = DEV_PRINCIPAL
+    policy = DEFAULT_POLICY
 
     def __init__(self, request_id: str | None = None) -> None:
+        self.memo: dict[Any, Any] = {}
         self.touched: list[str] = []
         if request_id is not None:
             self.request_id = request_id
