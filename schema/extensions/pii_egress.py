@@ -36,7 +36,9 @@ __all__ = ["PiiEgress"]
 
 logger = logging.getLogger("c360.pii")
 
-_EMAIL = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+")
+# An address inside text: the domain ends at its last label, so a sentence's
+# full stop or a URL's "&…" is not part of it.
+_EMAIL = re.compile(r"[\w.%+'\-]+@[\w\-]+(?:\.[\w\-]+)+")
 _PHONEISH = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
 _HIDDEN_INSIDE = "***"
 _PHONE_KEY = 10  # national numbers of North America; enough to tell numbers apart elsewhere

@@ -25,7 +25,7 @@ from connectors.sdk.world import PLACEHOLDER_EMAIL, PLACEHOLDER_PHONES, World
 
 __all__ = ["PiiKey", "Selection", "select", "strings", "unwrap"]
 
-_EMAIL = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+")
+_EMAIL = re.compile(r"[\w.%+'\-]+@[\w\-]+(?:\.[\w\-]+)+")
 _PHONEISH = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
 
 
