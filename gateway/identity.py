@@ -235,8 +235,8 @@ class _Resolution:
 
     def _follow(self, link: Linked) -> None:
         keys, record = self.settings.match_keys, link.record
-        email = self.email_of(record) if link.matched_by in ("ref", "link") else None
-        if email is not None and "email" in keys:
+        # A ref's or a link's address is new; an email-found record's is its key (seen).
+        if "email" in keys and (email := self.email_of(record)) is not None:
             self.frontier.emails.add(email)
         if isinstance(record, Person):
             if "phone" in keys and (phone := self.settings.phone_key(record.phone)):
@@ -272,14 +272,16 @@ class _Resolution:
         if kind == "email" and key == self.anchor:
             self._anchor(key, new)
             return
-        trial = self.known.copy() if len(new) > 1 else self.known
+        # Each record meets the person and the key's other records before it:
+        # two people behind one value conflict even if neither conflicts alone.
+        trial = self.known.copy()
         reasons: dict[tuple[str, str], str] = {}
         for connector, record in new:
             email = self.email_of(record)
             reason = trial.conflict(connector.name, record, email, check_email=kind == "phone")
             if reason is not None:
                 reasons[(connector.name, record.source.record_id)] = reason
-            elif trial is not self.known:
+            else:
                 trial.add(connector.name, record, email)
         if not reasons:
             for connector, record in new:
@@ -294,12 +296,12 @@ class _Resolution:
             self.profile.possible.setdefault(rid, PossibleMatch(*rid, kind, reason))
 
     def _anchor(self, key: str, new: list[tuple[Connector, Record]]) -> None:
+        # Every record holds the anchor address: links and names tell people apart.
         trial = Known()
         for connector, record in new:
-            email = self.email_of(record)
-            if trial.conflict(connector.name, record, email, check_email=False) is not None:
+            if trial.conflict(connector.name, record, None, check_email=False) is not None:
                 raise AmbiguousCustomer((c.name, r.source.record_id) for c, r in new)
-            trial.add(connector.name, record, email)
+            trial.add(connector.name, record, None)
         for connector, record in new:
             self.accept(connector, record, "email")
         if new:

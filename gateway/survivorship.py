@@ -94,8 +94,7 @@ def survive(candidates: Iterable[Candidate], rule: Rule) -> Winner | None:
     if not usable:
         return None
     if rule.name == "source_priority":
-        ranked = [c for c in usable if rule.rank(c) < len(rule.sources)] or usable
-        best = ranked[0]
+        best = usable[0]  # sorted by rank first
     elif rule.name == "most_recent":
         newest = max(_timestamp(c) for c in usable)
         best = next(c for c in usable if _timestamp(c) == newest)

@@ -131,3 +131,28 @@ def test_identity_config_is_read_as_given():
     assert identity_settings_from_mapping(None) == IdentitySettings()
     assert identity_settings_from_mapping({}) == IdentitySettings()
     assert identity_settings_from_mapping({"max_rounds": 1}).max_rounds == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("nope", "identity must be a mapping"),
+        ({"match_keys": ["fax"]}, "identity.match_keys must name some of link, email, phone"),
+        ({"max_rounds": 9}, "identity.max_rounds must be an integer from 1 to 5"),
+        ({"blocked": "x"}, "identity.blocked must map 'emails' and/or 'phones' to lists"),
+        ({"blocked": {"emails": "x"}}, "identity.blocked.emails must be a list of strings"),
+        ({"blocked": {"phones": "x"}}, "identity.blocked.phones must be a list of strings"),
+        ({"conflict_fields": "x"}, "identity.conflict_fields must be a list of strings"),
+        ({"survivorship": 1}, "identity.survivorship must be a mapping of attribute to rule"),
+        ({"survivorship": {"name": {"rule": "x"}}},
+         "identity.survivorship.name.rule must be one of source_priority, most_recent, "
+         "most_frequent"),
+        ({"survivorship": {"x": {}}},
+         "identity.survivorship.x: unknown attribute; expected one of email, first_name, "
+         "last_name, name, phone, title"),
+    ],
+)  # fmt: skip
+def test_identity_config_messages_say_what_is_expected(raw, message):
+    with pytest.raises(ConfigError) as caught:
+        identity_settings_from_mapping(raw)
+    assert str(caught.value) == message

@@ -40,6 +40,7 @@ def test_name_tokens_fall_back_to_first_and_last_name_then_to_members():
     only_last = Person(source=SourceRef(system="stripe", record_id="c"), last_name="Lee")
     assert name_tokens(only_last) == {"lee"}
     assert name_tokens(member("m", "Ann Lee", "ann@acme.example")) == {"ann", "lee"}
+    assert name_tokens(member("m", None, "ann@acme.example")) == set()
 
 
 def ann() -> Known:
@@ -55,6 +56,7 @@ def test_known_holds_emails_records_link_targets_and_names():
     assert known.records == {"salesforce": {"003A"}, "stripe": {"cus_a"}, "zendesk": {"11"}}
     assert known.names == {"salesforce": [{"ann", "lee"}], "stripe": [{"acme", "labs"}]}
     copy = known.copy()
+    assert copy == known
     copy.add("zendesk", person("zendesk", "12", "Ann Lee", links={"salesforce": "003B"}), "a@x.ex")
     # The copy is a trial: the original is untouched.
     assert known.records["zendesk"] == {"11"} and "003B" not in known.records["salesforce"]

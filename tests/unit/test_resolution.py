@@ -15,6 +15,7 @@ from gateway.identity import (
     AmbiguousCustomer,
     IdentitySettings,
     PossibleMatch,
+    Profile,
     resolve,
 )
 from tests.unit.identity_fakes import (
@@ -235,6 +236,11 @@ async def test_a_shared_inbox_reached_from_a_ref_identifies_no_one():
         [person("salesforce", "003T", "Billing Team", email="team@acme.example"),
          person("stripe", "cus_1", "Ann Lee", email="team@acme.example",
                 links={"salesforce": "003A"})],
+        # The same, the link on the CRM side: records without links are read
+        # first, whatever the system, so the link meets the record it contradicts.
+        [person("salesforce", "003T", "Team", email="team@acme.example",
+                links={"stripe": "cus_X"}),
+         person("stripe", "cus_T", "Team", email="team@acme.example")],
     ],
 )  # fmt: skip
 async def test_an_anchor_email_of_several_people_is_ambiguous(records):
@@ -243,6 +249,9 @@ async def test_an_anchor_email_of_several_people_is_ambiguous(records):
     with pytest.raises(AmbiguousCustomer) as caught:
         await resolve(world(crm, billing), email="Team@acme.example")
     error = caught.value
+    assert str(error) == (
+        "this email belongs to several people; ask for one of the candidates by ref"
+    )
     expected = sorted((r.source.system, r.source.record_id) for r in records)
     assert list(error.candidates) == expected
     assert error.extensions == {
@@ -374,9 +383,46 @@ async def test_a_record_found_by_several_keys_is_linked_once_under_the_strongest
 async def test_a_marketing_member_in_two_lists_is_two_records_of_one_person():
     ctx = world(
         Crm(ann_crm()),
-        Marketing(member("m_a", "Ann Lee", "ann@acme.example", "L1"),
-                  member("m_a", "Ann Lee", "ann@acme.example", "L2")),
+        Marketing(member("m_a", "Ann Lee", "ann@acme.example", "L2"),
+                  member("m_a", "Ann Lee", "ann@acme.example", "L1")),
     )  # fmt: skip
     profile, golden = await resolved(ctx, email="ann@acme.example")
+    # In list order, whatever order the vendor answered in.
     assert [m.record.list_id for m in profile.records(Domain.MARKETING)] == ["L1", "L2"]
     assert golden.quality.duplicates == ()  # lists of one member, not duplicates
+
+
+async def test_explicit_links_are_accepted_whatever_else_the_record_says():
+    # An accounts-payable customer linked to Ann's contact, under a company name
+    # next to her own billing record: the link is the strongest key there is.
+    linked = person("stripe", "cus_z", "Zenith Corp", email="ap@zenith.example",
+                    links={"salesforce": "003A"})  # fmt: skip
+    own = person("stripe", "cus_a", "Ann Lee", email="ann@acme.example")
+    profile, golden = await resolved(
+        world(Crm(ann_crm()), Billing(own, linked)), email="ann@acme.example"
+    )
+    assert how(profile) == {"003A": "email", "cus_a": "email", "cus_z": "link"}
+    assert golden.get("name") == "Ann Lee"
+
+
+async def test_a_link_to_a_record_already_found_is_not_read_again():
+    crm = Crm(ann_crm())
+    billing = Billing(person("stripe", "cus_a", "Ann Lee", email="ann@acme.example",
+                             links={"salesforce": "003A"}))  # fmt: skip
+    profile, _ = await resolved(world(crm, billing), email="ann@acme.example")
+    assert sources(profile) == {("salesforce", "003A"), ("stripe", "cus_a")}
+    assert crm.keys_asked("people_by_id") == set()
+    # From the billing record, the contact is read once, by its id.
+    crm = Crm(ann_crm())
+    billing = Billing(*billing.records)
+    await resolved(world(crm, billing), ref=(billing, "cus_a"))
+    assert [keys for method, keys in crm.asked if method == "people_by_id"] == [("003A",)]
+
+
+def test_a_profile_links_each_record_once():
+    crm = Crm()
+    profile = Profile()
+    a, b = person("salesforce", "003A"), person("salesforce", "003B")
+    assert [link.record for link in profile.add(crm, [a, a, b], "email")] == [a, b]
+    assert profile.add(crm, [b], "phone") == []
+    assert [link.matched_by for link in profile.records(Domain.CRM)] == ["email", "email"]

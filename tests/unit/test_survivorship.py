@@ -134,3 +134,11 @@ def test_blank_values_are_not_candidates():
     assert winner.candidate.value == "Ann"
     assert winner.alternatives == ()
     assert survive([], rule) is None
+
+
+def test_of_one_records_values_the_newest_is_the_one_told():
+    older = _c("Ann", "salesforce", "crm", "003A", days=1)
+    newer = _c("Ann", "salesforce", "crm", "003A", days=9)
+    for rule in (Rule("source_priority"), Rule("most_frequent")):
+        assert survive([older, newer], rule).candidate == newer
+        assert survive([newer, older], rule).candidate == newer
