@@ -47,7 +47,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.sdk import Connector, Domain, MarketingMember, Person, UpstreamError
+from connectors.sdk import Connector, Domain, MarketingMember, Person, PiiKind, UpstreamError
 from gateway._customer_ids import CustomerIds, InvalidCustomerId
 from gateway._identity_config import MATCH_KEYS, IdentitySettings, identity_settings_from_mapping
 from gateway._matching import Known, Record, shared
@@ -87,8 +87,10 @@ _DOMAIN_ORDER = {domain: i for i, domain in enumerate(_DOMAINS)}
 class AmbiguousCustomer(LookupError):
     """The anchor email belongs to several people: no record may merge them.
 
-    ``candidates`` are ``(system, record id)`` of every record the email
-    found, so a caller can ask for one by ``ref``; no value in it is PII.
+    ``candidates`` are ``(system, record id)`` of the records the email found,
+    so a caller can ask for one by ``ref``. No value in it is PII: ids
+    computed from personal data (Mailchimp's is the email's hash, and would
+    only lead back to this same email) are left out.
     """
 
     code = AMBIGUOUS_CUSTOMER
@@ -123,8 +125,10 @@ class PossibleMatch:
 
     system: str
     record_id: str
-    matched_on: str  # "email" | "phone" | "link"
+    matched_on: str  # "email" | "phone"
     reason: str  # "email differs" | "link differs" | "name differs" | "shared email" | …
+    # Set when the id is computed from personal data (see SourceRef.id_pii).
+    id_pii: PiiKind | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -292,15 +296,17 @@ class _Resolution:
         # Records of different people behind one value: it identifies no one.
         for connector, record in new:
             rid = (connector.name, record.source.record_id)
-            reason = reasons.get(rid, shared(kind))
-            self.profile.possible.setdefault(rid, PossibleMatch(*rid, kind, reason))
+            match = PossibleMatch(*rid, kind, reasons.get(rid, shared(kind)), record.source.id_pii)
+            self.profile.possible.setdefault(rid, match)
 
     def _anchor(self, key: str, new: list[tuple[Connector, Record]]) -> None:
         # Every record holds the anchor address: links and names tell people apart.
         trial = Known()
         for connector, record in new:
             if trial.conflict(connector.name, record, None, check_email=False) is not None:
-                raise AmbiguousCustomer((c.name, r.source.record_id) for c, r in new)
+                raise AmbiguousCustomer(
+                    (c.name, r.source.record_id) for c, r in new if r.source.id_pii is None
+                )
             trial.add(connector.name, record, None)
         for connector, record in new:
             self.accept(connector, record, "email")

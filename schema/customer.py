@@ -6,7 +6,7 @@ from datetime import datetime
 
 import strawberry
 
-from connectors.sdk import Domain, MarketingMember, Person, PiiRule, pii_attributes
+from connectors.sdk import Domain, MarketingMember, Person, PiiKind, PiiRule, pii_attributes
 from gateway.golden import GoldenRecord
 from gateway.identity import CustomerIds, Profile
 from schema._loading import Ctx, gather_loads, load, newest_first
@@ -67,19 +67,33 @@ class FieldConflict:
     values: list[ConflictValue]
 
 
+def _match_id_rule(match: PossibleMatch) -> PiiRule | None:
+    return PiiRule(match._id_pii) if match._id_pii is not None else None
+
+
 @strawberry.type(
     description="A record a key found that was not merged into this customer, and why. "
     "Values are never shown: ask for the record by ref to see it."
 )
 class PossibleMatch:
     system: str
-    record_id: strawberry.ID
+    record_id: strawberry.ID = strawberry.field(
+        description="Its id in its system; personal data when the system derives it from "
+        "some (Mailchimp's subscriber hash is md5 of the email).",
+        directives=[PiiFromRecord()],
+        extensions=[Guard(rule_of=_match_id_rule)],
+    )
     matched_on: str = strawberry.field(description='The key that found it: "email" or "phone".')
     reason: str = strawberry.field(
         description='A stable code: "email differs", "link differs", "name differs" (it '
         'carries someone else\'s identifier), "shared phone", "shared email" (it was found '
         "through a value several people hold)."
     )
+    _id_pii: strawberry.Private[PiiKind | None] = None
+
+    def audit_owner(self, ids: CustomerIds) -> str:
+        # Someone else's record: the read is theirs, as its customer id names them.
+        return ids.encode(f"r:{self.system}:{self.record_id}")
 
 
 @strawberry.type(description="What resolution found wrong with the data, reported not hidden.")
@@ -209,7 +223,7 @@ class Customer:
         possible = [
             PossibleMatch(
                 system=m.system, record_id=strawberry.ID(m.record_id),
-                matched_on=m.matched_on, reason=m.reason,
+                matched_on=m.matched_on, reason=m.reason, _id_pii=m.id_pii,
             )
             for m in q.possible_matches
         ]  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.sdk import Domain, UpstreamUnavailable
+from connectors.sdk import Domain, MarketingMember, PiiKind, SourceRef, UpstreamUnavailable
 from gateway.identity import (
     AMBIGUOUS_CUSTOMER,
     AmbiguousCustomer,
@@ -426,3 +426,25 @@ def test_a_profile_links_each_record_once():
     assert [link.record for link in profile.add(crm, [a, a, b], "email")] == [a, b]
     assert profile.add(crm, [b], "phone") == []
     assert [link.matched_by for link in profile.records(Domain.CRM)] == ["email", "email"]
+
+
+async def test_ids_made_of_personal_data_are_marked_and_never_candidates():
+    # Mailchimp's member id is the hash of the email: personal data itself.
+    team = MarketingMember(
+        source=SourceRef(system="mailchimp", record_id="5f1c", id_pii=PiiKind.EMAIL),
+        email="team@acme.example", list_id="L1",
+    )  # fmt: skip
+    ann_pays = person("stripe", "cus_1", "Ann Lee", email="team@acme.example",
+                      links={"salesforce": "003A"})  # fmt: skip
+    bob_pays = person("stripe", "cus_2", "Bob Kim", email="team@acme.example",
+                      links={"salesforce": "003B"})  # fmt: skip
+    billing = Billing(ann_pays, bob_pays)
+    ctx = world(Crm(ann_crm(), bob_crm()), billing, Marketing(team))
+    _, golden = await resolved(ctx, ref=(billing, "cus_1"))
+    matches = {m.record_id: m for m in golden.quality.possible_matches}
+    assert matches["5f1c"].id_pii is PiiKind.EMAIL
+    assert matches["5f1c"].reason == "shared email"
+    assert matches["cus_2"].id_pii is None
+    with pytest.raises(AmbiguousCustomer) as caught:
+        await resolve(ctx, email="team@acme.example")
+    assert caught.value.candidates == (("stripe", "cus_1"), ("stripe", "cus_2"))
