@@ -497,6 +497,9 @@ async def test_an_event_rewritten_where_the_checkpoint_points_stops_appends(
     await t.aclose()
     result = verify_file(second, key=KEY)
     assert (result.ok, result.problem, result.first_broken_line) == (False, "forked", None)
+    assert result.reason == (
+        "event 5 is not the one the checkpoint names: the trail was replaced by another chain"
+    )
 
 
 async def test_events_after_the_checkpoint_are_taken_up_by_the_next_append(
@@ -753,7 +756,7 @@ def test_verify_names_what_was_done_and_where(five, tamper, problem, line, reaso
     result = verify_file(five, key=KEY)
     assert (result.ok, result.problem, result.first_broken_line) == (False, problem, line)
     assert reason in result.reason
-    assert result.events == line - 1
+    assert (result.events, result.checkpoint_seq) == (line - 1, 5)
     verified = [json.loads(row)["hash"] for row in lines(five)[: line - 1]]
     assert result.head_hash == (verified[-1] if verified else GENESIS)
 
@@ -823,7 +826,10 @@ async def test_empty_trails(tmp_path: Path) -> None:
     assert (result.ok, result.problem, result.first_broken_line) == (
         False, "missing_checkpoint", None,
     )  # fmt: skip
-    assert "no checkpoint for an empty trail" in result.reason
+    assert result.reason == (
+        f"no checkpoint for an empty trail (looked for {path}.checkpoint): it was deleted (an "
+        "empty trail without one was emptied along with it, or never written by c360)"
+    )
     with pytest.raises(AuditError, match="cannot read"):
         verify_file(tmp_path / "missing.jsonl", key=KEY)
     # A trail whose first append failed after its first checkpoint: empty and intact.
