@@ -39,11 +39,15 @@ Errors::
     └── InvalidCustomerId    a customer id this gateway did not issue
     LookupError
     └── AmbiguousCustomer    the anchor email is several people's (code AMBIGUOUS_CUSTOMER)
+    connectors.sdk.UpstreamError
+    └── CustomerUnreachable  nothing found and lookups failed: ``failures`` has every
+                             system's first error; code, source and retryable are the
+                             first failure's
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +73,7 @@ __all__ = [
     "PHONE_LOOKUP",
     "AmbiguousCustomer",
     "CustomerIds",
+    "CustomerUnreachable",
     "IdentitySettings",
     "InvalidCustomerId",
     "Linked",
@@ -108,6 +113,24 @@ class AmbiguousCustomer(LookupError):
             "code": self.code,
             "candidates": [{"system": system, "id": rid} for system, rid in self.candidates],
         }
+
+
+class CustomerUnreachable(UpstreamError):
+    """Nothing was found and some lookups failed: whether the customer exists
+    cannot be told, so there is no false "no such customer".
+
+    Stands for the first failure (its message, source, code, retryable,
+    retry_after), so it reports like any upstream error; ``failures`` holds
+    every failing system's first error, by connector name.
+    """
+
+    def __init__(self, failures: Mapping[str, UpstreamError]) -> None:
+        first = next(iter(failures.values()))
+        super().__init__(first.message, source=first.source, status=first.status)
+        self.code = first.code
+        self.retryable = first.retryable
+        self.retry_after: float | None = getattr(first, "retry_after", None)
+        self.failures = dict(failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,8 +343,8 @@ async def resolve(
     """Find the customer behind an email or a system's record id, everywhere.
 
     Raises :class:`AmbiguousCustomer` when the email is several people's,
-    and the first :class:`~connectors.sdk.UpstreamError` when nothing was
-    found and something failed (``None`` would claim there is no such customer).
+    and :class:`CustomerUnreachable` when nothing was found and something
+    failed (``None`` would claim there is no such customer).
     """
     settings: IdentitySettings = ctx.identity
     if ref is not None:
@@ -348,8 +371,7 @@ async def resolve(
     profile = run.profile
     if not profile.found:
         if profile.failures:
-            # Nothing found and something failed: we cannot say "no such
-            # customer", so report the failure instead of a false null.
-            raise next(iter(profile.failures.values()))
+            first = next(iter(profile.failures.values()))
+            raise CustomerUnreachable(profile.failures) from first
         return None
     return profile

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.sdk import Domain, MarketingMember, PiiKind, SourceRef, UpstreamUnavailable
+from connectors.sdk import (
+    Domain,
+    MarketingMember,
+    PiiKind,
+    SourceRef,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
 from gateway.identity import (
     AMBIGUOUS_CUSTOMER,
     AmbiguousCustomer,
+    CustomerUnreachable,
     IdentitySettings,
     PossibleMatch,
     Profile,
@@ -325,9 +334,24 @@ async def test_every_failing_system_is_kept_with_its_first_error():
 
 
 async def test_nothing_found_and_a_failure_raises_instead_of_claiming_no_customer():
-    ctx = world(Crm(failing=["people_by_email"]), Billing())
-    with pytest.raises(UpstreamUnavailable):
+    ctx = world(Crm(failing=["people_by_email"]), Billing(failing=["customers_by_email"]),
+                Ticketing())  # fmt: skip
+    with pytest.raises(CustomerUnreachable) as caught:
         await resolve(ctx, email="ann@acme.example")
+    error = caught.value
+    # Every failing system, and it reports as the first failure would.
+    assert set(error.failures) == {"salesforce", "stripe"}
+    assert all(isinstance(f, UpstreamUnavailable) for f in error.failures.values())
+    first = error.failures["salesforce"]
+    assert isinstance(error, UpstreamError)
+    assert (error.code, error.source, error.retryable, str(error)) == (
+        "UPSTREAM_UNAVAILABLE", "salesforce", True, "salesforce is down",
+    )  # fmt: skip
+    assert error.__cause__ is first
+    limited = CustomerUnreachable(
+        {"stripe": UpstreamRateLimited("slow down", source="stripe", retry_after=2.5)}
+    )
+    assert (limited.code, limited.retry_after) == ("UPSTREAM_RATE_LIMITED", 2.5)
     assert await resolve(world(Crm(), Billing()), email="ann@acme.example") is None
     assert await resolve(world(Crm(ann_crm())), email="test@example.com") is None
     assert await resolve(world(Crm(ann_crm())), email="not an address") is None
