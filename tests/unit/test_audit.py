@@ -298,7 +298,7 @@ async def test_a_closed_trail_refuses_events(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="closed"):
         await t.record(subject="a", customer_id="c1", fields=FIELDS)
     assert await t.probe() == "the audit trail is closed"
-    with pytest.raises(ValueError, match="'deny' or 'allow'"):
+    with pytest.raises(ValueError, match=r"^on_failure must be 'deny' or 'allow'$"):
         AuditTrail(t.sink, on_failure="maybe")  # type: ignore[arg-type]
 
 
@@ -939,7 +939,10 @@ async def test_settings_default_to_a_file_and_to_redis_when_configured(
     )  # fmt: skip
     assert isinstance(t.sink, RedisStreamSink) and t.sink.stream == "s"
     assert t.on_failure == "allow"
-    assert "WITHOUT AN AUDIT EVENT" in caplog.records[0].getMessage()
+    assert caplog.records[0].getMessage() == (
+        "audit.on_failure is 'allow': PII WILL BE SERVED WITHOUT AN AUDIT EVENT whenever "
+        "the audit trail cannot store one"
+    )
     assert caplog.records[0].levelno == logging.WARNING
     await t.aclose()
     t = audit_from_settings(
@@ -1222,3 +1225,93 @@ def test_unreadable_trails_are_errors_not_verdicts(five: Path, capsys) -> None:
         verify_file(five.parent, key=KEY, checkpoint=five.parent / "none")
     assert audit_main(["verify", str(five), "--key", f"file:{keyfile(five.parent)}"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+class FlakySink:
+    """Fails the first ``failures`` appends, then stores; records each probe's ``write``."""
+
+    def __init__(self, failures: int, error: BaseException | None = None) -> None:
+        self.failures = failures
+        self.error = error or RuntimeError("disk on fire")
+        self.appends = 0
+        self.probes: list[bool] = []
+
+    async def append(self, drafts):
+        self.appends += 1
+        if self.appends <= self.failures:
+            raise self.error
+        return [draft.signed(KEY, i + 1, GENESIS) for i, draft in enumerate(drafts)]
+
+    async def probe(self, *, write: bool = False):
+        self.probes.append(write)
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_each_failed_batch_fails_its_callers_and_the_next_batch_is_still_tried() -> None:
+    sink = FlakySink(failures=2)
+    t = AuditTrail(sink, max_batch=1)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            *(t.record(subject="a", customer_id=f"c{i}", fields=FIELDS) for i in range(3)),
+            return_exceptions=True,
+        ),
+        timeout=10,
+    )
+    assert sink.appends == 3
+    assert [type(o) for o in outcomes] == [AuditSinkError, AuditSinkError, AuditEvent]
+    assert str(outcomes[0]) == "disk on fire"
+    assert outcomes[0].__cause__ is sink.error
+    await t.aclose()
+
+
+async def test_a_cancelled_append_is_not_retried_and_says_what_happened() -> None:
+    sink = FlakySink(failures=1, error=asyncio.CancelledError())
+    t = AuditTrail(sink, max_batch=1)
+    outcomes = await asyncio.gather(
+        *(t.record(subject="a", customer_id=f"c{i}", fields=FIELDS) for i in range(3)),
+        return_exceptions=True,
+    )
+    assert sink.appends == 1
+    assert [str(o) for o in outcomes] == ["CancelledError"] * 3
+    assert all(isinstance(o.__cause__, asyncio.CancelledError) for o in outcomes)
+    await t.aclose()
+
+
+async def test_the_probe_tries_a_write_only_after_a_failed_append_until_it_passes() -> None:
+    sink = FlakySink(failures=1)
+    t = AuditTrail(sink)
+    assert await t.probe() is None
+    with pytest.raises(AuditSinkError):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert await t.probe() is None
+    assert await t.probe() is None
+    assert sink.probes == [False, True, False]
+    await t.aclose()
+    with pytest.raises(AuditError, match=r"^the audit trail is closed$"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+
+
+async def test_closing_waits_for_the_appends_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    tasks = [
+        asyncio.create_task(t.record(subject="a", customer_id=f"c{i}", fields=FIELDS))
+        for i in range(10)
+    ]
+    await asyncio.sleep(0)  # let them queue: one pass of the loop, not a wait for time
+    await t.aclose()
+    assert verify_file(path, key=KEY).events == 10
+    assert [task.result().seq for task in tasks] == list(range(1, 11))
+
+
+async def test_batches_hold_256_events_by_default(tmp_path: Path) -> None:
+    sink = CountingSink(JsonlSink(tmp_path / "audit.jsonl", key=KEY))
+    t = AuditTrail(sink)
+    await asyncio.gather(
+        *(t.record(subject="a", customer_id=f"c{i}", fields=FIELDS) for i in range(300))
+    )
+    await t.aclose()
+    assert sink.batches == [256, 44]
