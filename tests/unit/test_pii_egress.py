@@ -211,6 +211,20 @@ async def test_an_email_in_capitals_is_the_same_email():
     assert result.data == {"shouting": "J***@EXAMPLE.COM"}
 
 
+async def test_another_number_that_ends_the_same_is_not_this_persons():
+    @strawberry.type
+    class Switchboard:
+        @strawberry.field
+        def main(self) -> str:
+            return "+1 212 555 0101"  # shares its last seven digits with Jane's
+
+    schema = strawberry.Schema(query=Switchboard, extensions=[PiiEgress])
+    context = _Context(_principal("integration"))
+    result = await schema.execute("{ main }", context_value=context)
+    assert result.data == {"main": "+1 212 555 0101"}
+    assert context.pii_reads == {}
+
+
 async def test_a_seven_digit_local_number_is_a_phone_in_any_format():
     context = _Context(_principal("support_agent"), loaders=_Loaders(LOCAL))
     result = await _wide(context, "{ local }")
