@@ -48,6 +48,13 @@ OTHER_TEXT = base64.urlsafe_b64encode(OTHER_SECRET).decode()
 FIELDS = {"Customer.email": "full", "Customer.phone": "masked"}
 
 
+def refusal(error: type[Exception], function, *args, **kwargs) -> str:
+    """The message ``function(*args, **kwargs)`` raises ``error`` with."""
+    with pytest.raises(error) as caught:
+        function(*args, **kwargs)
+    return str(caught.value)
+
+
 def canonical(data: dict) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
@@ -197,10 +204,36 @@ def test_a_key_has_a_public_id_and_never_shows_its_secret() -> None:
         AuditKey(b"k" * 31)
 
 
+def test_urlsafe_keys_decode_to_their_bytes() -> None:
+    secret = bytes([0xFB, 0xFF] * 16)
+    text = base64.urlsafe_b64encode(secret).decode()
+    assert "-" in text and "_" in text
+    assert AuditKey.from_text(text, where="x").secret == secret
+    assert refusal(ConfigError, AuditKey.from_text, "!", where="here") == (
+        "here: the audit key is not urlsafe base64"
+    )
+    short = base64.urlsafe_b64encode(b"k" * 31).decode()
+    assert refusal(ConfigError, AuditKey.from_text, short, where="k") == (
+        "k: the audit key must decode to at least 32 bytes (got 31); make one with "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    )
+
+
+def test_non_ascii_text_is_stored_escaped(tmp_path: Path) -> None:
+    event = AuditEvent(
+        time="t", subject="agent-é", client_id=None, customer_id="c1", fields=FIELDS,
+        operation="Überblick", request_id=None, source_ip=None,
+    ).signed(KEY, 1, GENESIS)  # fmt: skip
+    raw = event.to_json()
+    assert raw.isascii() and b"agent-\\u00e9" in raw and b"\\u00dcberblick" in raw
+    assert AuditEvent.from_json(raw) == event
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("not base64!", "not urlsafe base64"),
+        ("!!!!" + KEY_TEXT, "not urlsafe base64"),  # junk is refused, not skipped
         (base64.urlsafe_b64encode(b"k" * 31).decode(), "at least 32 bytes (got 31)"),
     ],
 )
@@ -290,6 +323,29 @@ async def test_arguments_that_could_carry_a_value_are_refused(
     await t.aclose()
     assert event.seq == 1
     assert verify_file(path, key=KEY).events == 1
+
+
+async def test_refusals_say_exactly_why(tmp_path: Path) -> None:
+    t = trail(tmp_path / "audit.jsonl")
+    good = {"subject": "a", "customer_id": "c1", "fields": FIELDS}
+    for changes, exact in [
+        (
+            {"fields": ["Customer.email"]},
+            "audit fields must map `Type.field` names to 'full' or 'masked', got list",
+        ),
+        (
+            {"fields": {"Customer.email": "x"}},
+            "audit fields say how each was shown: 'full' or 'masked'",
+        ),
+        (
+            {"customer_id": "a@b"},
+            "audit customer_id must be the gateway's id, never an email or a name",
+        ),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            await t.record(**{**good, **changes})
+        assert str(caught.value) == exact
+    await t.aclose()
 
 
 async def test_a_closed_trail_refuses_events(tmp_path: Path) -> None:
@@ -972,7 +1028,10 @@ async def test_the_demo_signs_its_trail_with_a_public_demo_key() -> None:
         ({"key": ""}, "audit.key is required"),
         ({"key": "c2VjcmV0LWtleS1ieXRlcy1zZWNyZXQta2V5LWJ5dGVzLTMy"}, "not a literal"),
         ({"key": 42}, "audit.key must be a reference"),
-        ({"key": "env:C360_TEST_UNSET_VAR"}, "C360_TEST_UNSET_VAR is not set"),
+        (
+            {"key": "env:C360_TEST_UNSET_VAR"},
+            "audit.key: environment variable C360_TEST_UNSET_VAR is not set",
+        ),
         ({"key": "env:C360_TEST_SHORT_KEY"}, "audit.key: the audit key must decode to at least"),
         ({"sink": "syslog"}, "'file' or 'redis'"),
         ({"sink": "redis"}, "audit.redis_url is required"),
@@ -1127,6 +1186,15 @@ def test_a_malformed_event_says_what_is_wrong(changes: dict, message: str) -> No
         with pytest.raises(AuditFormatError, match="wrong keys"):
             AuditEvent.from_json(not_an_event)
     assert AuditEvent.from_json(canonical(good_event())).verifies(KEY)
+    for raw, exact in [
+        (b"{", "not valid JSON (a cut or edited line)"),
+        (json.dumps(good_event()).encode(), "not in canonical form: the line was edited"),
+        (
+            canonical({k: v for k, v in good_event().items() if k != "key_id"}),
+            "an unkeyed event from an older c360, not an HMAC chain",
+        ),
+    ]:
+        assert refusal(AuditFormatError, AuditEvent.from_json, raw) == exact
 
 
 def cp(**changes: object) -> bytes:
@@ -1138,23 +1206,23 @@ def cp(**changes: object) -> bytes:
     ("raw", "message"),
     [
         (b"{", "the checkpoint is not valid JSON"),
-        (b"[]", "not a checkpoint (wrong keys)"),
-        (cp(extra=1), "not a checkpoint (wrong keys)"),
-        (cp(seq=-1), "seq or size is not a count"),
-        (cp(size=-1), "seq or size is not a count"),
-        (cp(seq=True), "seq or size is not a count"),
-        (cp(size="10"), "seq or size is not a count"),
+        (b"[]", "the checkpoint is not a checkpoint (wrong keys)"),
+        (cp(extra=1), "the checkpoint is not a checkpoint (wrong keys)"),
+        (cp(seq=-1), "the checkpoint's seq or size is not a count"),
+        (cp(size=-1), "the checkpoint's seq or size is not a count"),
+        (cp(seq=True), "the checkpoint's seq or size is not a count"),
+        (cp(size="10"), "the checkpoint's seq or size is not a count"),
         (cp(seq=0), "the checkpoint of an empty trail names an event"),
         (cp(seq=0, hash=GENESIS), "the checkpoint of an empty trail names an event"),
-        (cp(hash="a" * 63), "hash, key id or signature is malformed"),
-        (cp(sig="B" * 64), "hash, key id or signature is malformed"),
-        (cp(key_id="x" * 16), "hash, key id or signature is malformed"),
+        (cp(hash="a" * 63), "the checkpoint's hash, key id or signature is malformed"),
+        (cp(sig="B" * 64), "the checkpoint's hash, key id or signature is malformed"),
+        (cp(key_id="x" * 16), "the checkpoint's hash, key id or signature is malformed"),
     ],
 )
 def test_a_malformed_checkpoint_says_what_is_wrong(raw: bytes, message: str) -> None:
     with pytest.raises(AuditFormatError) as caught:
         Checkpoint.from_json(raw)
-    assert message in str(caught.value)
+    assert str(caught.value) == message
     assert Checkpoint.from_json(cp()).seq == 3
     assert Checkpoint.from_json(cp(seq=0, hash=GENESIS, size=0)).seq == 0
 
