@@ -349,9 +349,13 @@ async def test_nothing_found_and_a_failure_raises_instead_of_claiming_no_custome
     )  # fmt: skip
     assert error.__cause__ is first
     limited = CustomerUnreachable(
-        {"stripe": UpstreamRateLimited("slow down", source="stripe", retry_after=2.5)}
+        {"stripe": UpstreamRateLimited("slow down", source="stripe", status=429, retry_after=2.5)}
     )
-    assert (limited.code, limited.retry_after) == ("UPSTREAM_RATE_LIMITED", 2.5)
+    assert (limited.code, limited.status, limited.retry_after) == (
+        "UPSTREAM_RATE_LIMITED",
+        429,
+        2.5,
+    )
     assert await resolve(world(Crm(), Billing()), email="ann@acme.example") is None
     assert await resolve(world(Crm(ann_crm())), email="test@example.com") is None
     assert await resolve(world(Crm(ann_crm())), email="not an address") is None
