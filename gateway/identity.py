@@ -20,9 +20,10 @@ rounds after the anchor)::
               link, an unrelated name in the same system
 
 (the rules are :mod:`gateway._matching`'s). Each round's results are judged
-strongest kind first, so a phone's records meet the person as that round's
-links and emails left them; a record judged a possible match is accepted
-if a later round's link or clean email finds it. A value whose lookup finds
+kind by kind in ``match_keys`` order (strongest first by default), so a
+phone's records meet the person as that round's links and emails left them;
+a record judged a possible match is accepted if a later round's link or
+clean email finds it. A value whose lookup finds
 records of different people -- a switchboard phone, a shared inbox --
 identifies no one: none of the records found through it is merged, all are
 reported as ``possible`` matches (with the reason, never the value). Blocked
