@@ -11,6 +11,11 @@ why each survivor is left.
 Only in-process tests can kill a mutant: mutmut learns which tests call which
 function by tracing this process, so a gateway in a subprocess never counts.
 
+mutmut 3 mutates function bodies only. The module-level tables that decide
+as much (which masker a kind gets, how treatments rank) get hand-made mutants
+in bench/_mutation_tables.py; each runs the test files mutmut found calling
+the module, and counts in its module's numbers.
+
 Options:
 
 ``--tests PATH …``  run these tests instead of the configured selection (they
@@ -30,12 +35,15 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import subprocess
 import sys
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import _mutation_tables
 
 REPO = Path(__file__).resolve().parent.parent
 MUTANTS = REPO / "mutants"
@@ -132,6 +140,42 @@ def _run_one(module: str, tests: list[str], jobs: int) -> Outcome:
     return _read(module)
 
 
+def _covering_files(module: str) -> list[str]:
+    """The test files mutmut saw calling a function of ``module``."""
+    stats = json.loads((MUTANTS / "mutmut-stats.json").read_text())
+    prefix = _dotted(module) + "."
+    return sorted(
+        {
+            test.split("::")[0]
+            for function, tests in stats["tests_by_mangled_function_name"].items()
+            if function.startswith(prefix)
+            for test in tests
+        }
+    )
+
+
+def _run_tables(outcome: Outcome) -> None:
+    """The module's table mutants: killed when a test fails with the table patched."""
+    mutants = _mutation_tables.MUTANTS.get(outcome.module, {})
+    files = _covering_files(outcome.module) if mutants else []
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    for name in mutants:
+        if not files:  # pytest would run every test under tests/, servers and all
+            outcome.counts["no tests"] += 1
+            outcome.survivors.append(f"table mutant: {name}  (no tests)")
+            continue
+        env[_mutation_tables.ENV] = f"{outcome.module}::{name}"
+        code = subprocess.call(
+            [*pytest, "-p", "_mutation_tables", *files],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        status = {1: "killed", 0: "survived"}.get(code, "suspicious")
+        outcome.counts[status] += 1
+        if status != "killed":
+            outcome.survivors.append(f"table mutant: {name}  ({status})")
+
+
 def _report(outcomes: list[Outcome], show: bool) -> None:
     print()
     print(f"{'module':<36} {'mutants':>7} {'killed':>6} {'timeout':>7} {'survived':>8} "
@@ -151,7 +195,7 @@ def _report(outcomes: list[Outcome], show: bool) -> None:
             print(f"\n{o.module}: {len(o.survivors)} not killed")
             for name in o.survivors:
                 print(f"  {name}")
-                if show:
+                if show and not name.startswith("table mutant:"):
                     mutant = name.split()[0]
                     diff = subprocess.run(
                         [str(Path(sys.executable).parent / "mutmut"), "show", mutant],
@@ -200,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for module in modules:
         print(f"mutating {module} …", flush=True)
-        outcomes.append(_run_one(module, tests, args.jobs))
+        outcome = _run_one(module, tests, args.jobs)
+        if outcome.error is None:
+            _run_tables(outcome)
+        outcomes.append(outcome)
     _report(outcomes, args.show)
     failed = [o.module for o in outcomes if o.error or o.rate < args.fail_under]
     if failed:
