@@ -20,7 +20,13 @@ from pathlib import Path
 
 from redis import exceptions as redis_errors
 
-from gateway._audit_event import AuditError, AuditFormatError, AuditKey, Checkpoint
+from gateway._audit_event import (
+    MAX_CHECKPOINT,
+    AuditError,
+    AuditFormatError,
+    AuditKey,
+    Checkpoint,
+)
 from gateway._audit_file import CHECKPOINT_PURPOSE
 from gateway._audit_redis import DEFAULT_STREAM, head_key, head_purpose, redis_client, text_of
 from gateway._audit_settings import audit_settings
@@ -30,7 +36,6 @@ from gateway.config import ConfigError, load_document
 __all__ = ["audit_main", "verify_file", "verify_stream"]
 
 _KEY_ENV = "C360_AUDIT_KEY"
-_MAX_CHECKPOINT = 4096
 
 
 def _checkpoint(
@@ -56,7 +61,7 @@ def verify_file(
     checkpoint_path = Path(checkpoint) if checkpoint else Path(f"{path}.checkpoint")
     try:
         with open(checkpoint_path, "rb") as handle:
-            raw: bytes | None = handle.read(_MAX_CHECKPOINT + 1)
+            raw: bytes | None = handle.read(MAX_CHECKPOINT + 1)
     except FileNotFoundError:
         raw = None
     except OSError as exc:

@@ -37,6 +37,7 @@ from gateway.config import ConfigError, resolve_secret
 __all__ = [
     "GENESIS",
     "HOWS",
+    "MAX_CHECKPOINT",
     "AuditError",
     "AuditEvent",
     "AuditFormatError",
@@ -67,6 +68,7 @@ _FIELD = re.compile(r"[A-Z][A-Za-z0-9_]{0,99}\.[a-z_][A-Za-z0-9_]{0,99}")
 _CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,600}")
 _MAX_TEXT = 1024
 _MIN_KEY_BYTES = 32
+MAX_CHECKPOINT = 4096  # bytes; a real one is about 200
 _EVENT_MAC = b"c360 audit event\n"
 _KEY_ID_MAC = b"c360 audit key id"
 
@@ -301,6 +303,8 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Checkpoint:
+        if len(raw) > MAX_CHECKPOINT:
+            raise AuditFormatError(f"the checkpoint is larger than {MAX_CHECKPOINT} bytes")
         try:
             data = json.loads(raw)
         except ValueError as exc:

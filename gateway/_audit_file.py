@@ -29,6 +29,7 @@ from pathlib import Path
 
 from gateway._audit_event import (
     GENESIS,
+    MAX_CHECKPOINT,
     AuditEvent,
     AuditFormatError,
     AuditKey,
@@ -41,14 +42,13 @@ __all__ = ["CHECKPOINT_PURPOSE", "JsonlSink", "read_checkpoint"]
 
 CHECKPOINT_PURPOSE = b"c360 audit file checkpoint\n"
 _MAX_LINE = 1 << 20
-_MAX_CHECKPOINT = 4096
 
 
 def read_checkpoint(path: Path) -> Checkpoint | None:
     """The checkpoint stored at ``path``; None when there is none (unsigned: check it)."""
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(_MAX_CHECKPOINT + 1)
+            raw = handle.read(MAX_CHECKPOINT + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:

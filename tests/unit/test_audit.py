@@ -1383,3 +1383,104 @@ async def test_batches_hold_256_events_by_default(tmp_path: Path) -> None:
     )
     await t.aclose()
     assert sink.batches == [256, 44]
+
+
+def test_cli_help_says_what_each_option_is(capsys) -> None:
+    assert audit_main(["--help"]) == 0
+    top = " ".join(capsys.readouterr().out.split())
+    assert top.startswith("usage: c360 audit [-h] {verify} ...")
+    assert "check the PII audit trail" in top
+    assert "verify the keyed chain and its checkpoint; exit 0 ok, 1 broken" in top
+    assert audit_main(["verify", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(
+        "usage: c360 audit verify [-h] [--checkpoint PATH] [--redis URL] [--stream STREAM] "
+        "[--key REF] [--config YAML] [file]"
+    )
+    for text in (
+        "file a JSON-lines audit file",
+        "--checkpoint PATH default: FILE.checkpoint",
+        "--redis URL verify a Redis stream instead",
+        "--stream STREAM default: c360:audit",
+        "--key REF env:NAME or file:PATH (env:C360_AUDIT_KEY)",
+        "--config YAML take the key and the sink from here",
+    ):
+        assert text in out, text
+
+
+def test_cli_errors_word_for_word(five: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("C360_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("C360_TEST_UNSET_VAR", raising=False)
+    config = tmp_path / "c360.yaml"
+    config.write_text(json.dumps({"audit": {"key": f"file:{keyfile(tmp_path)}"}}))
+    for argv, message in [
+        (
+            ["verify", str(five), "--key", "env:C360_TEST_UNSET_VAR"],
+            "--key: environment variable C360_TEST_UNSET_VAR is not set",
+        ),
+        (
+            ["verify", str(five), "--config", str(config), "--key", "env:C360_TEST_UNSET_VAR"],
+            "--key: environment variable C360_TEST_UNSET_VAR is not set",
+        ),
+        (
+            ["verify", str(five)],
+            "no key: give --key env:NAME|file:PATH, --config c360.yaml, or C360_AUDIT_KEY",
+        ),
+        (
+            ["verify", "--key", "env:X", "--redis", "redis://h", str(five)],
+            "give either FILE or --redis URL",
+        ),
+        (["verify", str(five), "--key", "env:X", "--stream", "s"], "--stream goes with --redis"),
+        (
+            ["verify", "--key", "env:X", "--redis", "redis://h", "--checkpoint", "c"],
+            "--checkpoint goes with FILE (a stream's head key is its checkpoint)",
+        ),
+    ]:
+        monkeypatch.setenv("X", KEY_TEXT)
+        assert audit_main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.out == "", argv
+        assert captured.err.endswith(f"c360 audit verify: {message}\n"), argv
+    monkeypatch.setenv("C360_AUDIT_KEY", "c2hvcnQ")
+    assert audit_main(["verify", str(five)]) == 2
+    assert capsys.readouterr().err.startswith(
+        "c360 audit verify: C360_AUDIT_KEY: the audit key must decode to at least 32 bytes"
+    )
+    monkeypatch.setenv("C360_AUDIT_KEY", KEY_TEXT)
+    remove_checkpoint(five)
+    assert audit_main(["verify", str(five)]) == 1
+    assert capsys.readouterr().out == (
+        f"BROKEN {five}: missing_checkpoint: no checkpoint for a trail of 5 events (looked for "
+        f"{five}.checkpoint): it was deleted (an empty trail without one was emptied along with "
+        "it, or never written by c360) (5 events verified before it)\n"
+    )
+
+
+async def test_a_gone_file_is_emptied_only_when_its_checkpoint_names_an_event(
+    tmp_path: Path,
+) -> None:
+    path = await written(tmp_path / "audit.jsonl", 1)
+    remove(path)
+    assert verify_file(path, key=KEY).problem == "emptied"
+    put(f"{path}.checkpoint", empty_checkpoint())
+    with pytest.raises(AuditError, match="cannot read"):
+        verify_file(path, key=KEY)
+    put(f"{path}.checkpoint", b"junk")
+    with pytest.raises(AuditError, match="cannot read"):
+        verify_file(path, key=KEY)
+
+
+async def test_a_checkpoint_padded_past_its_size_is_not_read_whole(five: Path) -> None:
+    stored = data(f"{five}.checkpoint")
+    put(f"{five}.checkpoint", stored + b" " * (4096 - len(stored)))
+    assert verify_file(five, key=KEY).ok  # whitespace up to 4 KiB is still JSON
+    put(f"{five}.checkpoint", stored + b" " * (4097 - len(stored)))
+    result = verify_file(five, key=KEY)
+    assert (result.problem, result.reason) == (
+        "checkpoint_edited",
+        "the checkpoint is larger than 4096 bytes: it was edited",
+    )
+    t = trail(five)
+    with pytest.raises(AuditSinkError, match="the checkpoint is larger than 4096 bytes"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
