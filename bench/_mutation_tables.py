@@ -103,8 +103,12 @@ MUTANTS: dict[str, dict[str, Callable[[], None]]] = {
         "phones compare by their last 4 digits": _set(EGRESS, "_PHONE_KEY", 4),
         "phones compare by their last 12 digits": _set(EGRESS, "_PHONE_KEY", 12),
         "a value hidden inside text leaves nothing": _set(EGRESS, "_HIDDEN_INSIDE", ""),
+        # The pattern as it is, less one thing it accepts.
         "an email with a + is not an email": _set(
-            EGRESS, "_EMAIL", re.compile(r"[^\s@<>()\[\]\"',;:+]+@[^\s@<>()\[\]\"',;:]+")
+            EGRESS, "_EMAIL", re.compile(r"[\w.%'\-]+@[\w\-]+(?:\.[\w\-]+)+")
+        ),
+        "an email's domain ends at its first dot": _set(
+            EGRESS, "_EMAIL", re.compile(r"[\w.%+'\-]+@[\w\-]+(?:\.[\w\-]+)")
         ),
         "a phone needs 10 characters": _set(
             EGRESS, "_PHONEISH", re.compile(r"\+?\d[\d\s().\-]{8,}\d")

@@ -365,3 +365,22 @@ async def test_an_email_ending_a_sentence_or_inside_a_url_is_found(text):
     schema = strawberry.Schema(query=Notes, extensions=[PiiEgress])
     result = await schema.execute("{ note }", context_value=_Context(_principal("integration")))
     assert "jane.roe" not in result.data["note"]
+
+
+TAGGED = Person(
+    source=SourceRef(system="stripe", record_id="cus_9"),
+    email="Jane.Roe+billing@mail.example.co.uk",
+)
+
+
+async def test_a_tagged_address_on_a_subdomain_is_found_inside_text():
+    @strawberry.type
+    class Notes:
+        @strawberry.field
+        def note(self) -> str:
+            return "forwarded from jane.roe+billing@mail.example.co.uk, then closed."
+
+    schema = strawberry.Schema(query=Notes, extensions=[PiiEgress])
+    context = _Context(_principal("marketing"), loaders=_Loaders([TAGGED]))
+    result = await schema.execute("{ note }", context_value=context)
+    assert result.data == {"note": "forwarded from j***@mail.example.co.uk, then closed."}
