@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from gateway._audit_event import Checkpoint
+from gateway._audit_settings import AuditSettings, audit_settings
 from gateway.audit import (
     GENESIS,
     PROBLEMS,
@@ -1020,41 +1021,92 @@ async def test_the_demo_signs_its_trail_with_a_public_demo_key() -> None:
     await t.aclose()
 
 
+MAKE_ONE = "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+MISSING_KEY = (
+    "audit.key is required: a reference (env:NAME or file:PATH) to urlsafe base64 of at least "
+    "32 random bytes, which signs the audit trail so `c360 audit verify` can prove it untouched; "
+    + MAKE_ONE
+)
+UNSET = "environment variable C360_TEST_UNSET_VAR is not set"
+
+
 @pytest.mark.parametrize(
-    ("audit", "message"),
+    ("raw", "message"),
     [
-        ("yes", "audit must be a mapping"),
-        ({}, "audit.key is required: a reference (env:NAME or file:PATH)"),
-        ({"key": ""}, "audit.key is required"),
-        ({"key": "c2VjcmV0LWtleS1ieXRlcy1zZWNyZXQta2V5LWJ5dGVzLTMy"}, "not a literal"),
-        ({"key": 42}, "audit.key must be a reference"),
+        ({"audit": "yes"}, "audit must be a mapping"),
+        ({"audit": {}}, MISSING_KEY),
+        ({"audit": {"key": ""}}, MISSING_KEY),
         (
-            {"key": "env:C360_TEST_UNSET_VAR"},
-            "audit.key: environment variable C360_TEST_UNSET_VAR is not set",
+            {"audit": {"key": "c2VjcmV0LWtleS1ieXRlcy1zZWNyZXQta2V5LWJ5dGVzLTMy"}},
+            "audit.key: a credential must be 'env:NAME' or 'file:PATH', not a literal",
         ),
-        ({"key": "env:C360_TEST_SHORT_KEY"}, "audit.key: the audit key must decode to at least"),
-        ({"sink": "syslog"}, "'file' or 'redis'"),
-        ({"sink": "redis"}, "audit.redis_url is required"),
-        ({"patth": "x"}, "unknown setting(s) patth"),
-        ({"on_failure": "ignore"}, "audit.on_failure must be 'deny' (the default) or 'allow'"),
-        ({"on_failure": True}, "audit.on_failure must be"),
-        ({"path": "/nonexistent-dir/a.jsonl"}, "audit.path: directory /nonexistent-dir"),
-        ({"checkpoint": "/nonexistent-dir/a.cp"}, "audit.checkpoint: directory /nonexistent-dir"),
-        ({"path": "a.jsonl", "checkpoint": "a.jsonl"}, "another file than audit.path"),
-        ({"path": 3}, "audit.path must be a string"),
-        ({"sink": "redis", "redis_url": "redis://h", "path": "a"}, "path applies to the file sink"),
-        ({"sink": "redis", "redis_url": "redis://h", "checkpoint": "a"}, "checkpoint applies to"),
-        ({"redis_url": "env:C360_TEST_UNSET_VAR"}, "C360_TEST_UNSET_VAR"),
+        ({"audit": {"key": 42}}, "audit.key must be a reference: env:NAME or file:PATH"),
+        ({"audit": {"key": "env:C360_TEST_UNSET_VAR"}}, f"audit.key: {UNSET}"),
+        (
+            {"audit": {"key": "env:C360_TEST_SHORT_KEY"}},
+            f"audit.key: the audit key must decode to at least 32 bytes (got 5); {MAKE_ONE}",
+        ),
+        ({"audit": {"sink": "syslog"}}, "audit.sink must be 'file' or 'redis'"),
+        ({"audit": {"sink": "redis"}}, "audit.redis_url is required when audit.sink is 'redis'"),
+        ({"audit": {"patth": "x"}}, "audit: unknown setting(s) patth"),
+        ({"audit": {"b": 1, "a": 2}}, "audit: unknown setting(s) a, b"),
+        (
+            {"audit": {"on_failure": "ignore"}},
+            "audit.on_failure must be 'deny' (the default) or 'allow'",
+        ),
+        (
+            {"audit": {"on_failure": True}},
+            "audit.on_failure must be 'deny' (the default) or 'allow'",
+        ),
+        (
+            {"audit": {"path": "/nonexistent-dir/a.jsonl"}},
+            "audit.path: directory /nonexistent-dir does not exist",
+        ),
+        (
+            {"audit": {"checkpoint": "/nonexistent-dir/a.cp"}},
+            "audit.checkpoint: directory /nonexistent-dir does not exist",
+        ),
+        (
+            {"audit": {"path": "a.jsonl", "checkpoint": "a.jsonl"}},
+            "audit.checkpoint must be another file than audit.path",
+        ),
+        ({"audit": {"path": 3}}, "audit.path must be a string"),
+        (
+            {"audit": {"sink": "redis", "redis_url": "redis://h", "path": "a"}},
+            "audit.path applies to the file sink only",
+        ),
+        (
+            {"audit": {"sink": "redis", "redis_url": "redis://h", "checkpoint": "a"}},
+            "audit.checkpoint applies to the file sink only",
+        ),
+        ({"audit": {"redis_url": "env:C360_TEST_UNSET_VAR"}}, f"audit.redis_url: {UNSET}"),
+        (
+            {"audit": {}, "cache": {"redis_url": "file:/nonexistent-dir/url"}},
+            "cache.redis_url: cannot read secrets file /nonexistent-dir/url",
+        ),
+        ({"audit": {}, "cache": {"redis_url": 3}}, "cache.redis_url must be a string"),
+        (
+            {"audit": {}, "cache": {"redis_url": "redis+sentinel://h/m"}},
+            "cache.redis_url: 'redis+sentinel' URLs are not supported: use redis://, rediss:// "
+            "or unix:// (or set audit.sink: file)",
+        ),
+        (
+            {"audit": {"redis_url": "redis://h:port/0"}},
+            "audit.redis_url: not a usable Redis URL: Port could not be cast to integer value "
+            "as 'port' (or set audit.sink: file)",
+        ),
     ],
 )
-def test_bad_settings_say_which_setting(audit, message, monkeypatch) -> None:
+def test_bad_settings_say_which_setting(raw, message, monkeypatch) -> None:
     monkeypatch.setenv("C360_TEST_AUDIT_KEY", KEY_TEXT)
     monkeypatch.setenv("C360_TEST_SHORT_KEY", "c2hvcnQ")
-    if isinstance(audit, dict) and "key" not in audit and audit:
-        audit = {"key": "env:C360_TEST_AUDIT_KEY", **audit}
+    monkeypatch.delenv("C360_TEST_UNSET_VAR", raising=False)
+    audit = raw["audit"]
+    if isinstance(audit, dict) and "key" not in audit and message != MISSING_KEY:
+        raw = {**raw, "audit": {"key": "env:C360_TEST_AUDIT_KEY", **audit}}
     with pytest.raises(ConfigError) as caught:
-        audit_from_settings({"audit": audit}, require_key=True)
-    assert message in str(caught.value)
+        audit_from_settings(raw, require_key=True)
+    assert str(caught.value) == message
 
 
 async def test_without_a_key_a_trail_is_signed_with_a_key_of_this_process_and_says_so(
@@ -1066,7 +1118,10 @@ async def test_without_a_key_a_trail_is_signed_with_a_key_of_this_process_and_sa
     first, second = audit_from_settings(settings), audit_from_settings(settings)
     assert first.sink.key == second.sink.key != KEY  # type: ignore[attr-defined]
     assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2
-    assert "audit.key is not set" in caplog.records[0].getMessage()
+    assert caplog.records[0].getMessage() == (
+        "audit.key is not set: the audit trail is signed with a random key that dies with this "
+        "process; nobody can verify it, and a restarted gateway cannot extend it"
+    )
     await first.record(subject="a", customer_id="c1", fields=FIELDS)
     assert (await second.record(subject="a", customer_id="c1", fields=FIELDS)).seq == 2
     await first.aclose()
@@ -1484,3 +1539,39 @@ async def test_a_checkpoint_padded_past_its_size_is_not_read_whole(five: Path) -
     with pytest.raises(AuditSinkError, match="the checkpoint is larger than 4096 bytes"):
         await t.record(subject="a", customer_id="c1", fields=FIELDS)
     await t.aclose()
+
+
+def test_settings_read_into_one_typed_record(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("C360_TEST_AUDIT_KEY", KEY_TEXT)
+    monkeypatch.setenv("C360_TEST_REDIS_URL", "redis://10.0.0.9:6379/2")
+    key = {"key": "env:C360_TEST_AUDIT_KEY"}
+    path = tmp_path / "t.jsonl"
+    assert audit_settings({"audit": {**key, "path": str(path)}}) == AuditSettings(
+        KEY, "deny", "file", path, tmp_path / "t.jsonl.checkpoint", None, "audit.redis_url",
+        "c360:audit",
+    )  # fmt: skip
+    assert audit_settings(
+        {"audit": {**key, "on_failure": "allow", "stream": "s"},
+         "cache": {"redis_url": "env:C360_TEST_REDIS_URL"}}
+    ) == AuditSettings(
+        KEY, "allow", "redis", Path("c360-audit.jsonl"), Path("c360-audit.jsonl.checkpoint"),
+        "redis://10.0.0.9:6379/2", "cache.redis_url", "s",
+    )  # fmt: skip
+    assert audit_settings(
+        {"audit": {**key, "redis_url": "file:" + str(keyfile(tmp_path, "rediss://h:1/0"))},
+         "cache": {"redis_url": "redis://ignored"}}
+    ).redis_url == "rediss://h:1/0"  # fmt: skip
+    assert audit_settings({"audit": {**key, "sink": "file"}, "cache": {"redis_url": "r"}}).sink == (
+        "file"
+    )
+
+
+@pytest.mark.parametrize("url", ["redis://h:1/0", "rediss://h:1/0", "unix:///tmp/redis.sock"])
+async def test_the_redis_sink_takes_every_redis_url_scheme_with_short_timeouts(url) -> None:
+    sink = RedisStreamSink(url, key=KEY, timeout=0.75)
+    options = sink._client.connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.75, 0.75)
+    assert options["client_name"] == "c360-audit"
+    assert (sink.stream, sink.head_key) == ("c360:audit", "{c360:audit}:head")
+    assert RedisStreamSink(url, "{t}:s", key=KEY).head_key == "{t}:s:head"
+    await sink.aclose()
