@@ -324,3 +324,26 @@ async def test_a_writer_will_not_chain_over_a_cut_tail(filled: str, db: redis.Re
         await t.record(subject="a", customer_id="c1", fields=FIELDS)
     await t.aclose()
     assert len(entries(db)) == 60
+
+
+async def test_entries_that_are_not_utf8_are_malformed_not_a_crash(filled: str, db) -> None:
+    db.xadd(STREAM, {"event": b"\xff\xfe"})
+    result = await verify_stream(filled, key=KEY)
+    assert (result.problem, result.first_broken_line) == ("malformed", 61)
+
+
+async def test_only_a_probe_after_a_failure_writes_and_its_key_expires(redis_url, db) -> None:
+    t = AuditTrail(sink(redis_url))
+    probe_key = "{c360:audit}:head:probe"
+    assert await t.probe() is None
+    assert db.exists(probe_key) == 0
+    db.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(AuditSinkError):
+            await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    finally:
+        db.config_set("maxmemory", 0)
+    assert await t.probe() is None
+    assert db.get(probe_key) == b"1"
+    assert 0 < db.pttl(probe_key) <= 10_000
+    await t.aclose()

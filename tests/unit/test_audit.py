@@ -600,6 +600,8 @@ async def test_a_failed_write_is_reported_to_every_caller(tmp_path: Path) -> Non
     assert "No space left" in str(outcomes[0])
     assert "cutting the file back to 0 bytes failed" in str(outcomes[0])
     await t.aclose()
+    # The checkpoint of the empty trail went first, and stays.
+    assert data(tmp_path / "cp") == empty_checkpoint() + b"\n"
 
 
 async def test_an_unopenable_trail_fails_every_caller(tmp_path: Path) -> None:
@@ -1575,3 +1577,125 @@ async def test_the_redis_sink_takes_every_redis_url_scheme_with_short_timeouts(u
     assert (sink.stream, sink.head_key) == ("c360:audit", "{c360:audit}:head")
     assert RedisStreamSink(url, "{t}:s", key=KEY).head_key == "{t}:s:head"
     await sink.aclose()
+
+
+def mode(path: Path | str) -> int:
+    return Path(path).stat().st_mode & 0o777
+
+
+def inode(path: Path | str) -> int:
+    return Path(path).stat().st_ino
+
+
+def test_the_trail_and_its_checkpoint_are_not_world_readable(five: Path) -> None:
+    assert (mode(five), mode(f"{five}.checkpoint")) == (0o640, 0o640)
+
+
+async def test_a_stale_temporary_checkpoint_is_overwritten_whole(five: Path) -> None:
+    put(f"{five}.checkpoint.{os.getpid()}.tmp", b"x" * 5000)
+    t = trail(five)
+    await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
+    assert checkpoint_of(five)["seq"] == 6
+    assert data(f"{five}.checkpoint.{os.getpid()}.tmp") is None
+
+
+async def test_a_trail_past_one_mebibyte_still_takes_events(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await asyncio.gather(
+        *(t.record(subject="a", customer_id=f"c{i}", fields=FIELDS) for i in range(3000))
+    )
+    assert len(data(path)) > 1 << 20
+    assert (await t.record(subject="a", customer_id="c1", fields=FIELDS)).seq == 3001
+    await t.aclose()
+
+
+async def test_appends_refused_word_for_word(five: Path) -> None:
+    append_partial(five)
+    t = trail(five)
+    with pytest.raises(AuditSinkError) as caught:
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert str(caught.value) == f"{five} does not end in a whole event; run `c360 audit verify`"
+    remove_checkpoint(five)
+    with pytest.raises(AuditSinkError) as caught:
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert str(caught.value) == (
+        f"{five} has events but no checkpoint at {five}.checkpoint: run `c360 audit verify`"
+    )
+    await t.aclose()
+
+
+async def test_after_a_cut_short_write_the_event_its_checkpoint_names_is_checked(
+    tmp_path: Path,
+) -> None:
+    path = await written(tmp_path / "audit.jsonl", 3)
+    older = data(f"{path}.checkpoint")
+    t = trail(path)
+    await record(t, 2, start=3)
+    put(f"{path}.checkpoint", older)  # as if the crash came before the checkpoint moved
+    rows = lines(path)
+    rows[2] = rows[2].replace(b'"cus_2"', b'"cus_9"')
+    write(path, rows)
+    with pytest.raises(AuditSinkError) as caught:
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
+    assert str(caught.value) == (
+        f"{path}: the event its checkpoint names does not verify under audit.key (id {KEY.id}; "
+        f"it names key id {KEY.id}): edited, or another key"
+    )
+
+
+async def test_a_gone_file_may_be_started_again_only_if_it_never_held_events(
+    tmp_path: Path,
+) -> None:
+    path = await written(tmp_path / "audit.jsonl", 1)
+    remove(path)
+    t = trail(path)
+    with pytest.raises(AuditSinkError, match="is gone but its checkpoint names event 1"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    put(f"{path}.checkpoint", empty_checkpoint())
+    assert (await t.record(subject="a", customer_id="c1", fields=FIELDS)).seq == 1
+    await t.aclose()
+
+
+async def test_only_a_probe_after_a_failure_rewrites_the_checkpoint(five: Path) -> None:
+    t = trail(five)
+    before = inode(f"{five}.checkpoint")
+    assert await t.probe() is None
+    assert inode(f"{five}.checkpoint") == before  # a plain probe only reads
+    blocker = block(f"{five}.checkpoint")
+    with pytest.raises(AuditSinkError) as caught:
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert str(caught.value) == (
+        f"cannot write the audit checkpoint {five}.checkpoint: [Errno 21] Is a directory: "
+        f"'{blocker}'"
+    )
+    unblock(blocker)
+    assert await t.probe() is None
+    assert inode(f"{five}.checkpoint") != before  # the write probe replaced it
+    await t.aclose()
+    assert verify_file(five, key=KEY).ok
+
+
+async def test_a_write_probe_of_a_trail_not_yet_created(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    put(f"{path}.checkpoint", empty_checkpoint())
+    sink = JsonlSink(path, key=KEY)
+    before = inode(f"{path}.checkpoint")
+    assert await sink.probe() is None
+    assert inode(f"{path}.checkpoint") == before
+    blocker = block(f"{path}.checkpoint")
+    assert "cannot write the audit checkpoint" in str(await sink.probe(write=True))
+    unblock(blocker)
+    assert await sink.probe(write=True) is None
+    assert inode(f"{path}.checkpoint") != before
+    assert not path.exists()
+    put(f"{path}.checkpoint", b"junk")
+    assert "not valid JSON" in str(await sink.probe(write=True))
+
+
+def test_sinks_default_to_short_timeouts(tmp_path: Path) -> None:
+    assert JsonlSink(tmp_path / "a", key=KEY).probe_timeout == 2.0
+    sink = RedisStreamSink("redis://h:1/0", key=KEY)
+    assert sink._client.connection_pool.connection_kwargs["socket_timeout"] == 2.0
