@@ -45,4 +45,4 @@ mutate: install  ## kill rate per module of the access, masking, identity and au
 		--fail-under $(MUTATE_FAIL_UNDER) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS))
 
 clean:
-	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache mutants

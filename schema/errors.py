@@ -8,6 +8,12 @@ Codes clients can switch on::
     UPSTREAM_RATE_LIMITED   a vendor throttled the gateway             (retryable)
     UPSTREAM_ERROR          a vendor answered something unusable
     CIRCUIT_OPEN            a vendor failed repeatedly; not called until a probe  (retryable)
+    AMBIGUOUS_CUSTOMER      the email belongs to several people: ``candidates`` [{system, id}]
+                            to ask for one by ``ref``
+    FORBIDDEN               the token lacks a scope (``missing``), or a search would look
+                            where the caller may not see in full (``searchedBy``)
+    AUDIT_UNAVAILABLE       personal data withheld: the audit trail cannot record the read
+                            (retryable)
 
 Upstream errors carry ``source`` (the connector) and ``retryable``; the
 vendor's own error body is never included.

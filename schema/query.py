@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import strawberry
+from graphql import GraphQLError
 
 from connectors.sdk import (
     Connector,
@@ -21,7 +22,13 @@ from connectors.sdk import (
 )
 from gateway.cursors import InvalidCursor
 from gateway.golden import GoldenRecord
-from gateway.identity import InvalidCustomerId, Profile, resolve
+from gateway.identity import (
+    AmbiguousCustomer,
+    CustomerUnreachable,
+    InvalidCustomerId,
+    Profile,
+    resolve,
+)
 from gateway.policy import CUSTOMERS_READ, DEFAULT_POLICY, Access, Policy
 from schema._loading import Ctx
 from schema.account import Account
@@ -94,6 +101,13 @@ async def _by_anchor(info: Ctx, anchor: str, path: Path) -> Customer | None:
         if connector is None:
             return None
         return _wrap(info, await resolve(info.context, ref=(connector, record_id)), path)
+    except CustomerUnreachable as exc:
+        # Nothing found and some systems failed: null, with every reason.
+        for failure in exc.failures.values():
+            info.context.unreachable.append((path, failure))
+        return None
+    except AmbiguousCustomer as exc:
+        raise GraphQLError(str(exc), extensions=exc.extensions) from exc
     except UpstreamError as exc:
         raise upstream_error(exc) from exc
 
