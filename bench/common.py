@@ -293,6 +293,9 @@ def write_gateway_config(
     """
     options = options or GatewayOptions()
     env: dict[str, str] = {"C360_ID_KEY": BENCH_ID_KEY}
+    # A file, not env: in-process runs read the key after their env is restored.
+    audit_key = directory / "audit.key"
+    audit_key.write_text("YmVuY2gtYXVkaXQta2V5LTMyLWJ5dGVzLWxvbmctYXQtbGVhc3Q\n", encoding="utf-8")
     connectors: dict[str, Any] = {}
     for vendor in VENDORS:
         creds: dict[str, str] = {}
@@ -320,7 +323,11 @@ def write_gateway_config(
         "gateway": gateway_section,
         "graphql": {"max_cost": 1_000_000},
         "connectors": connectors,
-        "audit": {"sink": "file", "path": str(directory / "audit.jsonl")},
+        "audit": {
+            "sink": "file",
+            "path": str(directory / "audit.jsonl"),
+            "key": f"file:{audit_key}",
+        },
     }
     if options.cache == "off":
         document["cache"] = {"enabled": False}

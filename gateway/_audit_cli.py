@@ -128,7 +128,7 @@ def _usage() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> tuple[str, str, VerifyResult]:
     if args.config is not None:
-        settings = audit_settings(load_document(args.config), require_key=True)
+        settings = audit_settings(load_document(args.config))
         key = AuditKey.from_reference(args.key, where="--key") if args.key else settings.key
         if args.file is None and args.redis is None:
             if settings.sink == "file":

@@ -9,8 +9,6 @@ may hold an :class:`~gateway._audit_event.AuditKey` itself, which YAML cannot.
 
 from __future__ import annotations
 
-import logging
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +18,8 @@ from gateway._audit_event import AuditKey
 from gateway._audit_redis import DEFAULT_STREAM
 from gateway.config import ConfigError, resolve_secret
 
-__all__ = ["DEFAULT_PATH", "REQUIRE_KEY", "AuditSettings", "audit_settings"]
+__all__ = ["DEFAULT_PATH", "AuditSettings", "audit_settings"]
 
-# TRANSITIONAL, until the test and bench configs carry an audit.key: a
-# missing key falls back to one random key per process (loudly). Set True to
-# make a missing key the ConfigError it is meant to be.
-REQUIRE_KEY = False
-_PROCESS_KEY = AuditKey(secrets.token_bytes(32))
-logger = logging.getLogger("c360.audit")
 
 DEFAULT_PATH = "c360-audit.jsonl"
 _NAMES = frozenset(("key", "on_failure", "sink", "path", "checkpoint", "redis_url", "stream"))
@@ -59,16 +51,10 @@ def _text(section: Mapping[str, Any], name: str, where: str = "audit") -> str | 
     return value
 
 
-def _key(section: Mapping[str, Any], require_key: bool) -> AuditKey:
+def _key(section: Mapping[str, Any]) -> AuditKey:
     value = section.get("key")
     if isinstance(value, AuditKey):
         return value
-    if (value is None or value == "") and not require_key:
-        logger.warning(
-            "audit.key is not set: the audit trail is signed with a random key that dies "
-            "with this process; nobody can verify it, and a restarted gateway cannot extend it"
-        )
-        return _PROCESS_KEY
     if value is None or value == "":
         raise ConfigError(_MISSING_KEY)
     if not isinstance(value, str):
@@ -85,7 +71,7 @@ def _on_failure(section: Mapping[str, Any]) -> Literal["deny", "allow"]:
     raise ConfigError("audit.on_failure must be 'deny' (the default) or 'allow'")
 
 
-def audit_settings(raw: Mapping[str, Any], *, require_key: bool = REQUIRE_KEY) -> AuditSettings:
+def audit_settings(raw: Mapping[str, Any]) -> AuditSettings:
     """Read the ``audit:`` section of the whole config document ``raw``."""
     section = raw.get("audit") or {}
     if not isinstance(section, Mapping):
@@ -93,7 +79,7 @@ def audit_settings(raw: Mapping[str, Any], *, require_key: bool = REQUIRE_KEY) -
     unknown = sorted(set(section) - _NAMES)
     if unknown:
         raise ConfigError(f"audit: unknown setting(s) {', '.join(map(str, unknown))}")
-    key, on_failure = _key(section, require_key), _on_failure(section)
+    key, on_failure = _key(section), _on_failure(section)
     url, where = _text(section, "redis_url"), "audit.redis_url"
     cache = raw.get("cache")
     if url is None and "sink" not in section and isinstance(cache, Mapping):

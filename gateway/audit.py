@@ -57,7 +57,7 @@ from gateway._audit_event import (
 )
 from gateway._audit_file import JsonlSink
 from gateway._audit_redis import DEFAULT_STREAM, RedisStreamSink
-from gateway._audit_settings import DEFAULT_PATH, REQUIRE_KEY, AuditSettings, audit_settings
+from gateway._audit_settings import DEFAULT_PATH, AuditSettings, audit_settings
 from gateway._audit_verify import PROBLEMS, VerifyResult
 from gateway.config import ConfigError
 
@@ -243,6 +243,6 @@ def _build(settings: AuditSettings) -> AuditTrail:
     return AuditTrail(sink, on_failure=settings.on_failure)
 
 
-def audit_from_settings(raw: Mapping[str, Any], *, require_key: bool = REQUIRE_KEY) -> AuditTrail:
+def audit_from_settings(raw: Mapping[str, Any]) -> AuditTrail:
     """Build the trail from the whole config document (its ``audit:`` section)."""
-    return _build(audit_settings(raw, require_key=require_key))
+    return _build(audit_settings(raw))

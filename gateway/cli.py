@@ -261,7 +261,9 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(func=_cmd_sandbox)
 
     sub.add_parser(
-        "audit", help="verify the PII audit trail: audit verify FILE | --redis URL [--stream S]"
+        "audit",
+        help="verify the PII audit trail: audit verify FILE [--checkpoint P] | --redis URL "
+        "[--stream S], with --key env:NAME|file:PATH or --config FILE",
     )
     sub.add_parser(
         "token", help="mint a dev token: token --role R [--mfa] [--gateway URL | --issuer URL]"

@@ -17,6 +17,8 @@ from connectors.sdk.sandbox import SANDBOX_CREDENTIALS
 from connectors.sdk.testing.server import free_port
 
 VENDORS = ("salesforce", "zendesk", "stripe", "mailchimp")
+# Public, for tests only: `c360 audit verify --key env:C360_TEST_AUDIT_KEY` checks their trails.
+TEST_AUDIT_KEY = "dGVzdC1hdWRpdC1rZXktMzItYnl0ZXMtbG9uZy1hdC1sZWFzdA"
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -109,7 +111,11 @@ def gateway_config(
         "gateway": {"max_customers": 200, "insecure_no_auth": auth is None, "rate_limit": False},
         "connectors": connectors,
         "cache": dict(cache) if cache is not None else {"enabled": False},
-        "audit": {"sink": "file", "path": str((audit_dir or directory) / "audit.jsonl")},
+        "audit": {
+            "sink": "file",
+            "path": str((audit_dir or directory) / "audit.jsonl"),
+            "key": "env:C360_TEST_AUDIT_KEY",
+        },
     }
     if auth is not None:
         document["auth"] = dict(auth)
@@ -120,6 +126,7 @@ def gateway_config(
         )
     path.write_text(yaml.safe_dump(document))
     env["C360_ID_KEY"] = "dGVzdC1rZXktZm9yLWN1c3RvbWVyLWlkcy0zMmJ5dGU"
+    env["C360_TEST_AUDIT_KEY"] = TEST_AUDIT_KEY
     return path, env
 
 

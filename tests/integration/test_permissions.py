@@ -117,7 +117,7 @@ def gateways(
 ) -> Iterator[tuple[Gateway, Gateway]]:
     """(without cache, with the in-memory cache), both validating dev-issuer tokens."""
     base = sandbox_settings(sandbox_url, graphiql=False)
-    audit = {"sink": "file", "path": str(tmp_path_factory.mktemp("audit") / "audit.jsonl")}
+    audit = {**base.raw["audit"], "path": str(tmp_path_factory.mktemp("audit") / "audit.jsonl")}
     auth = AuthSettings(issuer=str(issuer.issuer_url), audience=("c360",))
     uncached = create_app(
         replace(base, raw={"audit": audit, "cache": {"enabled": False}}), auth=auth

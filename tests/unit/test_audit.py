@@ -1107,27 +1107,8 @@ def test_bad_settings_say_which_setting(raw, message, monkeypatch) -> None:
     if isinstance(audit, dict) and "key" not in audit and message != MISSING_KEY:
         raw = {**raw, "audit": {"key": "env:C360_TEST_AUDIT_KEY", **audit}}
     with pytest.raises(ConfigError) as caught:
-        audit_from_settings(raw, require_key=True)
+        audit_from_settings(raw)
     assert str(caught.value) == message
-
-
-async def test_without_a_key_a_trail_is_signed_with_a_key_of_this_process_and_says_so(
-    tmp_path: Path, caplog
-) -> None:
-    """Transitional, until every config in the tests and bench carries an audit.key."""
-    caplog.set_level(logging.WARNING, "c360.audit")
-    settings = {"audit": {"path": str(tmp_path / "audit.jsonl")}}
-    first, second = audit_from_settings(settings), audit_from_settings(settings)
-    assert first.sink.key == second.sink.key != KEY  # type: ignore[attr-defined]
-    assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2
-    assert caplog.records[0].getMessage() == (
-        "audit.key is not set: the audit trail is signed with a random key that dies with this "
-        "process; nobody can verify it, and a restarted gateway cannot extend it"
-    )
-    await first.record(subject="a", customer_id="c1", fields=FIELDS)
-    assert (await second.record(subject="a", customer_id="c1", fields=FIELDS)).seq == 2
-    await first.aclose()
-    await second.aclose()
 
 
 def test_a_bad_cache_redis_url_names_its_setting(monkeypatch) -> None:
