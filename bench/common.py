@@ -252,6 +252,7 @@ class GatewayOptions:
     workers: int = 1
     transport: str = "aiohttp"
     merge: bool = True  # False: resilience.merge_max_keys 0 (each request's batches alone)
+    audit: bool = True  # False: bench/audit_off.py, the gateway without its audit trail
 
     @property
     def label(self) -> str:
@@ -268,6 +269,8 @@ class GatewayOptions:
             parts.append(f"breaker after {self.breaker_failures} failures")
         if not self.merge:
             parts.append("no merging")
+        if not self.audit:
+            parts.append("audit off")
         if self.issuer_url is None:
             parts.append("no auth")
         return ", ".join(parts)
@@ -379,6 +382,13 @@ def gateway_launch(sandbox_url: str, options: GatewayOptions, directory: Path) -
         "serve", "--config", str(config), "--host", HOST, "--port", str(port),
         "--workers", str(options.workers),
     )  # fmt: skip
+    if not options.audit:
+        env["C360_CONFIG"] = str(config)
+        argv = [
+            sys.executable, "-m", "uvicorn", "audit_off:app", "--factory",
+            "--app-dir", str(BENCH_DIR), "--host", HOST, "--port", str(port),
+            "--workers", str(options.workers), "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
     return Launch(argv, url, f"{url}/healthz", options.label, env)
 
 

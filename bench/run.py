@@ -258,6 +258,8 @@ def _at_zero_ms(
         options += [
             replace(auth, cache="memory"),
             replace(auth, merge=False),  # what merging concurrent requests' batches saves
+            replace(auth, audit=False),  # what the PII audit trail costs
+            replace(auth, cache="memory", audit=False),
             GatewayOptions(),  # no auth, for the cost of auth
             replace(auth, transport="httpcore"),
             replace(auth, workers=2),
@@ -374,6 +376,9 @@ def _throughput_ratios(targets: list[Any]) -> list[tuple[str, str, str, str]]:
         ]
     out.append(("auth on / auth off x1 cpu", "gateway aiohttp x1", "gateway aiohttp x1, no auth",
                 "cpu_ms"))  # fmt: skip
+    for suffix in ("", ", cache memory"):
+        on = f"gateway aiohttp x1{suffix}"
+        out.append((f"audit on / audit off x1{suffix} cpu", on, f"{on}, audit off", "cpu_ms"))
     unmerged = "gateway aiohttp x1, no merging"
     out.append(("no merging / merging x1 cpu", unmerged, "gateway aiohttp x1", "cpu_ms"))
     out.append(("no merging / merging x1 rps", unmerged, "gateway aiohttp x1", "rps"))

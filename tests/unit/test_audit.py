@@ -1614,10 +1614,12 @@ async def test_after_a_cut_short_write_the_event_its_checkpoint_names_is_checked
     older = data(f"{path}.checkpoint")
     t = trail(path)
     await record(t, 2, start=3)
+    await t.aclose()
     put(f"{path}.checkpoint", older)  # as if the crash came before the checkpoint moved
     rows = lines(path)
     rows[2] = rows[2].replace(b'"cus_2"', b'"cus_9"')
     write(path, rows)
+    t = trail(path)  # the restarted gateway
     with pytest.raises(AuditSinkError) as caught:
         await t.record(subject="a", customer_id="c1", fields=FIELDS)
     await t.aclose()
@@ -1680,3 +1682,63 @@ def test_sinks_default_to_short_timeouts(tmp_path: Path) -> None:
     assert JsonlSink(tmp_path / "a", key=KEY).probe_timeout == 2.0
     sink = RedisStreamSink("redis://h:1/0", key=KEY)
     assert sink._client.connection_pool.connection_kwargs["socket_timeout"] == 2.0
+
+
+# -- checkpoints under load ----------------------------------------------------
+
+
+def _checkpoint_seq(path: Path) -> int:
+    return json.loads(data(f"{path}.checkpoint") or b"{}")["seq"]
+
+
+async def test_batches_in_quick_succession_share_a_checkpoint_write(tmp_path: Path, monkeypatch):
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    fsyncs = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
+    await record(t, 1)
+    first = len(fsyncs)
+    await record(t, 5, start=1)  # five batches, one after another, well within the interval
+    assert len(fsyncs) - first == 5  # one fsync per batch: the checkpoint waits
+    assert _checkpoint_seq(path) == 1
+    await t.aclose()  # ...and is written at the latest when the trail closes
+    assert _checkpoint_seq(path) == 6
+    verdict = verify_file(path, key=KEY)
+    assert verdict.ok and verdict.reason == "chain intact"
+
+
+async def test_a_cut_after_the_last_written_checkpoint_is_still_refused(tmp_path: Path):
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 4)
+    assert _checkpoint_seq(path) < 4  # the checkpoint on disk lags...
+    write(path, lines(path)[:-1])  # ...and someone cuts the last event inside that lag
+    with pytest.raises(AuditSinkError, match="is shorter than its checkpoint"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
+
+
+async def test_a_trail_swapped_for_an_older_copy_is_refused(tmp_path: Path):
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 1)
+    copy = data(path)
+    checkpoint = data(f"{path}.checkpoint")
+    await record(t, 3, start=1)
+    await t.sink.aclose()  # every checkpoint written: only the writer's memory is left
+    put(path, copy)  # the old trail and its (then valid) checkpoint back in place
+    put(f"{path}.checkpoint", checkpoint)
+    with pytest.raises(AuditSinkError, match="before event 4 this gateway wrote"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
+
+
+async def test_a_checkpoint_changed_behind_the_writers_back_is_read_again(tmp_path: Path):
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 1)
+    put(f"{path}.checkpoint", b"garbage")
+    with pytest.raises(AuditSinkError, match="not valid JSON"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
