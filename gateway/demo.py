@@ -33,8 +33,14 @@ def sandbox_settings(
     graphiql: bool = True,
     timeout: float = 10.0,
     max_customers: int = 200,
+    audit_path: Path | None = None,
 ) -> Settings:
+    """Settings for the sandboxes at ``sandbox_url``; the audit trail goes to
+    ``audit_path``, by default a file in a new temporary directory (a trail of
+    another run, or of an older c360, is never extended)."""
     base = sandbox_url.rstrip("/")
+    if audit_path is None:
+        audit_path = Path(tempfile.mkdtemp(prefix="c360-demo-")) / "audit.jsonl"
     return Settings(
         connectors=tuple(
             ConnectorConfig(
@@ -62,7 +68,7 @@ def sandbox_settings(
         raw={
             "audit": {
                 "sink": "file",
-                "path": str(Path(tempfile.gettempdir()) / "c360-demo-audit.jsonl"),
+                "path": str(audit_path),
                 "key": _DEMO_AUDIT_KEY,
             }
         },
