@@ -65,7 +65,7 @@ logger = logging.getLogger("c360.audit")
 class _Left:
     """The trail as this process last left it: the file, its end, the head there."""
 
-    file: tuple[int, int, int]  # st_dev, st_ino, st_size
+    file: tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
     checkpoint: tuple[int, int, int] | None  # st_ino, st_size, st_mtime_ns of its file
     seq: int
     hash: str
@@ -189,7 +189,7 @@ class JsonlSink:
 
     def _remember(self, fd: int, seq: int, hash: str) -> None:
         info = os.fstat(fd)
-        self._left = _Left((info.st_dev, info.st_ino, info.st_size), _stat(self.checkpoint),
+        self._left = _Left(_file(info), _stat(self.checkpoint),
                            seq, hash)  # fmt: skip
 
     def _open(self, flags: int) -> int:
@@ -226,7 +226,7 @@ class JsonlSink:
         left = self._left
         if (
             left is not None
-            and left.file == (info.st_dev, info.st_ino, size)
+            and left.file == _file(info)
             and (left.checkpoint == _stat(self.checkpoint))
         ):
             seq, head = left.seq, left.hash  # as this process left it: nothing to re-read
@@ -406,6 +406,10 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _file(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import _audit_file as audit_file
 from gateway._audit_event import Checkpoint
 from gateway._audit_settings import AuditSettings, audit_settings
 from gateway.audit import (
@@ -1742,3 +1743,77 @@ async def test_a_checkpoint_changed_behind_the_writers_back_is_read_again(tmp_pa
     with pytest.raises(AuditSinkError, match="not valid JSON"):
         await t.record(subject="a", customer_id="c1", fields=FIELDS)
     await t.aclose()
+
+
+async def _until(condition, what: str) -> None:
+    """Wait (bounded) for something the event loop does later: an event, not a duration."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_checkpoint_left_to_the_timer_is_written_without_closing(tmp_path, monkeypatch):
+    monkeypatch.setattr(audit_file, "CHECKPOINT_EVERY", 0.05)
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 3)
+    await _until(lambda: _checkpoint_seq(path) == 3, "the timer's checkpoint")
+    assert verify_file(path, key=KEY).reason == "chain intact"
+    await record(t, 2, start=3)  # the next batches after a timer write: a new timer
+    await _until(lambda: _checkpoint_seq(path) == 5, "the second timer's checkpoint")
+    await t.aclose()
+
+
+async def test_a_late_checkpoint_never_goes_back_past_another_writers(tmp_path, monkeypatch):
+    monkeypatch.setattr(audit_file, "CHECKPOINT_EVERY", 3600.0)  # only close writes it
+    path = tmp_path / "audit.jsonl"
+    mine, theirs = trail(path), trail(path)  # two processes on one trail
+    await record(mine, 1)
+    await record(mine, 2, start=1)  # its checkpoint for event 3 is left for later
+    await record(theirs, 2, start=3)
+    await theirs.aclose()
+    assert _checkpoint_seq(path) == 5
+    await mine.aclose()  # the trail moved on since: event 3's checkpoint is not written
+    assert _checkpoint_seq(path) == 5
+    assert verify_file(path, key=KEY).reason == "chain intact"
+
+
+async def test_a_checkpoint_the_timer_cannot_write_is_logged(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(audit_file, "CHECKPOINT_EVERY", 3600.0)
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 2)
+    os.unlink(f"{path}.checkpoint")
+    os.mkdir(f"{path}.checkpoint")  # nothing can be renamed over a directory
+    with caplog.at_level(logging.ERROR, "c360.audit"):
+        await t.aclose()
+    assert "audit checkpoint not written: cannot write the audit checkpoint" in caplog.text
+
+
+async def test_a_trail_gone_before_its_late_checkpoint_is_logged(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(audit_file, "CHECKPOINT_EVERY", 3600.0)
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 2)
+    os.unlink(path)
+    with caplog.at_level(logging.ERROR, "c360.audit"):
+        await t.aclose()
+    assert "audit checkpoint not written: cannot open audit file" in caplog.text
+
+
+async def test_an_unchanged_trail_is_not_read_back_before_each_batch(tmp_path, monkeypatch):
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 2)
+    reads = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda *a: (reads.append(a), real(*a))[1])
+    await record(t, 3, start=2)
+    assert reads == []  # as this process left it: nothing to re-read or re-verify
+    put(path, data(path))  # the same bytes, but written by someone else
+    await record(t, 1, start=5)
+    assert reads  # checked again before the next event is chained to it
+    await t.aclose()
+    assert verify_file(path, key=KEY).reason == "chain intact"
