@@ -129,6 +129,11 @@ def _read(module: str) -> Outcome:
 def _run_one(module: str, tests: list[str], jobs: int) -> Outcome:
     log = MUTANTS / f"{module}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    copy = MUTANTS / module
+    if copy.exists() and not (MUTANTS / f"{module}.meta").exists():
+        # Copied before the module was in only_mutate: mutmut would keep the
+        # plain copy (its source is unchanged) and find no mutants in it.
+        copy.unlink()
     command = [sys.executable, __file__, _CHILD, str(jobs), f"{_dotted(module)}.*", *tests]
     with log.open("w") as out:
         code = subprocess.call(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
