@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from connectors.sdk.testing.server import free_port
+from gateway import _audit_redis as audit_redis
 from gateway.audit import (
     GENESIS,
     AuditError,
@@ -163,7 +164,10 @@ async def test_a_deleted_head_is_named_even_on_a_one_event_stream(redis_url, db)
     db.delete(HEAD)
     result = await verify_stream(redis_url, key=KEY)
     assert (result.ok, result.problem, result.events) == (False, "missing_checkpoint", 1)
-    assert "no checkpoint for a trail of 1 events" in result.reason
+    assert result.reason == (
+        "no checkpoint for a trail of 1 events (head key {c360:audit}:head): it was deleted (an "
+        "empty trail without one was emptied along with it, or never written by c360)"
+    )
     t = AuditTrail(sink(redis_url))
     with pytest.raises(AuditSinkError, match="the stream has entries but no head key"):
         await t.record(subject="a", customer_id="c1", fields=FIELDS)
@@ -264,7 +268,7 @@ async def test_probe_reports_a_redis_that_does_not_answer() -> None:
         t = AuditTrail(sink(url, timeout=0.3))
         reason = await t.probe()
         await t.aclose()
-    assert reason is not None and reason.startswith("redis: ")
+    assert reason == "redis: no answer within 0.3 s"
 
 
 async def test_after_a_failed_append_the_probe_tries_a_write(redis_url, db) -> None:
@@ -347,3 +351,24 @@ async def test_only_a_probe_after_a_failure_writes_and_its_key_expires(redis_url
     assert db.get(probe_key) == b"1"
     assert 0 < db.pttl(probe_key) <= 10_000
     await t.aclose()
+
+
+async def test_an_entry_without_an_event_is_malformed_not_a_crash(filled: str, db) -> None:
+    db.xadd(STREAM, {"note": b"hello"})
+    result = await verify_stream(filled, key=KEY)
+    assert (result.problem, result.first_broken_line, result.reason) == (
+        "malformed", 61, "not an audit event: not valid JSON (a cut or edited line)",
+    )  # fmt: skip
+
+
+async def test_a_writer_that_keeps_losing_the_race_gives_up_and_says_so(
+    redis_url, db, monkeypatch
+) -> None:
+    await fill(redis_url, workers=1, per_worker=1)
+    monkeypatch.setattr(audit_redis, "_MAX_ATTEMPTS", 1)  # a fresh writer's first guess loses
+    t = AuditTrail(sink(redis_url))
+    with pytest.raises(AuditSinkError) as caught:
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.aclose()
+    assert str(caught.value) == "redis: c360:audit kept moving; gave up after 1"
+    assert len(entries(db)) == 1

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gateway import _audit_file as audit_file
-from gateway._audit_event import Checkpoint
+from gateway._audit_event import Checkpoint, new_event
 from gateway._audit_settings import AuditSettings, audit_settings
 from gateway.audit import (
     GENESIS,
@@ -550,9 +550,13 @@ async def test_an_event_rewritten_where_the_checkpoint_points_stops_appends(
     second = await written(tmp_path / "b.jsonl", 6, subject="agent-2")
     put(f"{second}.checkpoint", data(f"{first}.checkpoint"))
     t = trail(second)
-    with pytest.raises(AuditSinkError, match="no longer holds event 5"):
+    with pytest.raises(AuditSinkError) as caught:
         await t.record(subject="a", customer_id="c1", fields=FIELDS)
     await t.aclose()
+    assert str(caught.value) == (
+        f"{second} no longer holds event 5 where its checkpoint says: the trail was rewritten; "
+        "run `c360 audit verify`"
+    )
     result = verify_file(second, key=KEY)
     assert (result.ok, result.problem, result.first_broken_line) == (False, "forked", None)
     assert result.reason == (
@@ -843,16 +847,26 @@ async def test_a_deleted_file_is_an_emptied_trail(five: Path) -> None:
 @pytest.mark.parametrize(
     ("tamper", "problem", "reason"),
     [
-        (remove_checkpoint, "missing_checkpoint", "no checkpoint for a trail of 5 events"),
-        (edit_checkpoint, "checkpoint_edited", "signature does not verify: it was edited"),
-        (garble_checkpoint, "checkpoint_edited", "not valid JSON: it was edited"),
+        (
+            remove_checkpoint,
+            "missing_checkpoint",
+            "no checkpoint for a trail of 5 events (looked for {trail}.checkpoint): it was "
+            "deleted (an empty trail without one was emptied along with it, or never written "
+            "by c360)",
+        ),
+        (
+            edit_checkpoint,
+            "checkpoint_edited",
+            "the checkpoint's signature does not verify: it was edited",
+        ),
+        (garble_checkpoint, "checkpoint_edited", "the checkpoint is not valid JSON: it was edited"),
     ],
 )
 def test_verify_names_what_was_done_to_the_checkpoint(five, tamper, problem, reason) -> None:
     tamper(five)
     result = verify_file(five, key=KEY)
     assert (result.ok, result.problem, result.first_broken_line) == (False, problem, None)
-    assert reason in result.reason
+    assert result.reason == reason.format(trail=five)
     assert (result.events, result.checkpoint_seq) == (5, None)
 
 
@@ -1426,10 +1440,12 @@ async def test_batches_hold_256_events_by_default(tmp_path: Path) -> None:
 
 def test_cli_help_says_what_each_option_is(capsys) -> None:
     assert audit_main(["--help"]) == 0
-    top = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().out
+    top = " ".join(out.split())
     assert top.startswith("usage: c360 audit [-h] {verify} ...")
-    assert "check the PII audit trail" in top
-    assert "verify the keyed chain and its checkpoint; exit 0 ok, 1 broken" in top
+    shown = [" ".join(line.split()) for line in out.splitlines()]
+    assert "check the PII audit trail" in shown
+    assert "verify verify the keyed chain and its checkpoint; exit 0 ok, 1 broken" in shown
     assert audit_main(["verify", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert out.startswith(
@@ -1591,6 +1607,10 @@ async def test_a_trail_past_one_mebibyte_still_takes_events(tmp_path: Path) -> N
     assert len(data(path)) > 1 << 20
     assert (await t.record(subject="a", customer_id="c1", fields=FIELDS)).seq == 3001
     await t.aclose()
+    t = trail(path)  # a restarted gateway reads the last event back from the end
+    assert (await t.record(subject="a", customer_id="c2", fields=FIELDS)).seq == 3002
+    await t.aclose()
+    assert verify_file(path, key=KEY).reason == "chain intact"
 
 
 async def test_appends_refused_word_for_word(five: Path) -> None:
@@ -1754,7 +1774,10 @@ async def _until(condition, what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
-async def test_a_checkpoint_left_to_the_timer_is_written_without_closing(tmp_path, monkeypatch):
+async def test_a_checkpoint_left_to_the_timer_is_written_without_closing(
+    tmp_path, monkeypatch, caplog
+):
+    caplog.set_level(logging.WARNING)
     monkeypatch.setattr(audit_file, "CHECKPOINT_EVERY", 0.05)
     path = tmp_path / "audit.jsonl"
     t = trail(path)
@@ -1764,6 +1787,8 @@ async def test_a_checkpoint_left_to_the_timer_is_written_without_closing(tmp_pat
     await record(t, 2, start=3)  # the next batches after a timer write: a new timer
     await _until(lambda: _checkpoint_seq(path) == 5, "the second timer's checkpoint")
     await t.aclose()
+    assert verify_file(path, key=KEY).reason == "chain intact"  # chained after the timer's head
+    assert caplog.records == []  # a checkpoint written in time is no error
 
 
 async def test_a_late_checkpoint_never_goes_back_past_another_writers(tmp_path, monkeypatch):
@@ -1789,7 +1814,11 @@ async def test_a_checkpoint_the_timer_cannot_write_is_logged(tmp_path, monkeypat
     os.mkdir(f"{path}.checkpoint")  # nothing can be renamed over a directory
     with caplog.at_level(logging.ERROR, "c360.audit"):
         await t.aclose()
-    assert "audit checkpoint not written: cannot write the audit checkpoint" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"audit checkpoint not written: cannot write the audit checkpoint {path}.checkpoint: "
+        f"[Errno 21] Is a directory: '{path}.checkpoint.{os.getpid()}.tmp' -> "
+        f"'{path}.checkpoint'"
+    ]
 
 
 async def test_a_trail_gone_before_its_late_checkpoint_is_logged(tmp_path, monkeypatch, caplog):
@@ -1800,7 +1829,10 @@ async def test_a_trail_gone_before_its_late_checkpoint_is_logged(tmp_path, monke
     os.unlink(path)
     with caplog.at_level(logging.ERROR, "c360.audit"):
         await t.aclose()
-    assert "audit checkpoint not written: cannot open audit file" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"audit checkpoint not written: cannot open audit file {path}: [Errno 2] No such file "
+        f"or directory: '{path}'"
+    ]
 
 
 async def test_an_unchanged_trail_is_not_read_back_before_each_batch(tmp_path, monkeypatch):
@@ -1817,3 +1849,244 @@ async def test_an_unchanged_trail_is_not_read_back_before_each_batch(tmp_path, m
     assert reads  # checked again before the next event is chained to it
     await t.aclose()
     assert verify_file(path, key=KEY).reason == "chain intact"
+
+
+# -- the trail's batches and readiness, at the edges ----------------------------
+
+
+class ScriptedSink:
+    """Each append fails with the next of ``errors`` (an int: stores that many events
+    fewer than asked), then every append stores; each probe records ``write`` and
+    waits for ``gate``."""
+
+    def __init__(self, *errors: BaseException | int) -> None:
+        self.errors = list(errors)
+        self.probes: list[bool] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def append(self, drafts):
+        events = [draft.signed(KEY, i + 1, GENESIS) for i, draft in enumerate(drafts)]
+        error = self.errors.pop(0) if self.errors else 0
+        if isinstance(error, BaseException):
+            raise error
+        return events[: len(events) - error]
+
+    async def probe(self, *, write: bool = False):
+        self.probes.append(write)
+        await self.gate.wait()
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_batch_stored_short_fails_its_callers_and_the_next_batch_is_still_tried():
+    t = AuditTrail(ScriptedSink(1), max_batch=1)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            *(t.record(subject="a", customer_id=f"c{i}", fields=FIELDS) for i in range(2)),
+            return_exceptions=True,
+        ),
+        timeout=10,
+    )
+    assert [type(o) for o in outcomes] == [AuditSinkError, AuditEvent]
+    assert str(outcomes[0]) == "the sink stored 0 of 1 events"
+    assert outcomes[1].customer_id == "c1"
+    await t.aclose()
+
+
+async def test_a_stored_batch_ends_the_write_probes_a_failure_started() -> None:
+    sink = ScriptedSink(RuntimeError("disk on fire"))
+    t = AuditTrail(sink)
+    with pytest.raises(AuditSinkError):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    await t.record(subject="a", customer_id="c2", fields=FIELDS)  # traffic proved it is back
+    assert await t.probe() is None
+    assert sink.probes == [False]
+    await t.aclose()
+
+
+async def test_a_new_failure_during_a_write_probe_keeps_the_probes_writing() -> None:
+    sink = ScriptedSink(RuntimeError("disk on fire"), RuntimeError("disk full"))
+    t = AuditTrail(sink)
+    with pytest.raises(AuditSinkError, match=r"^disk on fire$"):
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    sink.gate.clear()
+    probing = asyncio.create_task(t.probe())
+    await asyncio.sleep(0)  # one pass of the loop: the probe is now waiting on the sink
+    with pytest.raises(AuditSinkError, match=r"^disk full$"):
+        await t.record(subject="a", customer_id="c2", fields=FIELDS)
+    sink.gate.set()
+    assert await probing is None  # it passed, but the append that failed meanwhile stands
+    assert await t.probe() is None
+    assert sink.probes == [True, True]
+    await t.aclose()
+
+
+# -- verdicts at the edges --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (edit, "the event's MAC does not match its content: it was edited"),
+        (partial_last, "part of an event, no newline: an interrupted write, or the trail was cut"),
+        (delete, "event 4 follows event 2: event 3 is missing: deleted"),
+        (insert_copy, "event 3 again after event 3: an inserted copy"),
+        (reorder, "event 4 follows event 2, and event 3 comes later: events were reordered"),
+    ],
+)
+def test_verdict_reasons_word_for_word(five: Path, tamper, reason: str) -> None:
+    write(five, tamper(lines(five)))
+    assert verify_file(five, key=KEY).reason == reason
+
+
+async def test_an_edit_followed_by_another_chains_next_event_is_an_edit(tmp_path: Path) -> None:
+    first = await written(tmp_path / "a.jsonl", 5)
+    second = await written(tmp_path / "b.jsonl", 5, subject="agent-2")
+    rows = edit(lines(first))[:3]
+    # Event 3 of another chain of the key: the right number, but it links to another event 2.
+    write(first, [*rows, lines(second)[2]])
+    result = verify_file(first, key=KEY)
+    assert (result.problem, result.first_broken_line) == ("edited", 3)
+
+
+def test_a_recomputed_run_with_a_broken_link_is_an_edit(five: Path) -> None:
+    rows = recompute_from_3(lines(five))
+    rows[4] = forge(rows[4], None, seq=7)  # still names event 4's hash, but not as event 5
+    write(five, rows)
+    result = verify_file(five, key=KEY)
+    assert (result.problem, result.first_broken_line) == ("edited", 3)
+
+
+def test_an_unterminated_last_line_is_never_read_as_an_event(five: Path) -> None:
+    rows = lines(five)
+    # Event 3, whole but for its newline, after event 4: not read, so not "reordered".
+    write(five, [rows[0], rows[1], rows[3], rows[2].rstrip(b"\n")])
+    result = verify_file(five, key=KEY)
+    assert (result.problem, result.first_broken_line, result.reason) == (
+        "deleted", 3, "event 4 follows event 2: event 3 is missing: deleted",
+    )  # fmt: skip
+
+
+async def test_a_checkpoint_of_bytes_that_are_not_text_is_edited_never_a_crash(five: Path) -> None:
+    put(f"{five}.checkpoint", b"\xff\xfe{\x00")
+    result = verify_file(five, key=KEY)
+    assert (result.problem, result.reason) == (
+        "checkpoint_edited", "the checkpoint is not valid JSON: it was edited",
+    )  # fmt: skip
+    t = trail(five)
+    with pytest.raises(AuditSinkError) as caught:
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert str(caught.value) == f"{five}.checkpoint: the checkpoint is not valid JSON"
+    assert await t.probe() == f"{five}.checkpoint: the checkpoint is not valid JSON"
+    await t.aclose()
+
+
+# -- the command line, at the edges -------------------------------------------------
+
+
+async def test_a_file_named_on_the_command_line_wins_over_the_configs(tmp_path, capsys) -> None:
+    configured = await written(tmp_path / "configured.jsonl", 5)
+    named = await written(tmp_path / "named.jsonl", 2)
+    config = tmp_path / "c360.yaml"
+    config.write_text(json.dumps({"audit": {"key": f"file:{keyfile(tmp_path)}",
+                                            "path": str(configured)}}))  # fmt: skip
+    assert audit_main(["verify", str(named), "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"OK {named}: 2 events, chain intact")
+
+
+def test_cli_without_a_command_says_which_is_missing(capsys) -> None:
+    assert audit_main([]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        "usage: c360 audit [-h] {verify} ...\n"
+        "c360 audit: error: the following arguments are required: command\n",
+    )
+
+
+# -- settings, at the edges -----------------------------------------------------------
+
+
+def test_an_empty_audit_redis_url_is_no_url(key_env) -> None:
+    cache = {"redis_url": "redis://10.0.0.9:6379/0"}
+    settings = audit_settings({"audit": {**key_env, "redis_url": ""}, "cache": cache})
+    assert (settings.sink, settings.redis_url, settings.redis_where) == (
+        "redis", "redis://10.0.0.9:6379/0", "cache.redis_url",
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        audit_settings({"audit": {**key_env, "sink": "redis", "redis_url": ""}})
+    assert str(caught.value) == "audit.redis_url is required when audit.sink is 'redis'"
+
+
+def test_a_file_sink_never_reads_the_cache_redis_url(key_env, monkeypatch) -> None:
+    # `c360 audit verify --config` on a host without the cache's Redis secret.
+    monkeypatch.delenv("C360_TEST_UNSET_VAR", raising=False)
+    raw = {"audit": {**key_env, "sink": "file"}, "cache": {"redis_url": "env:C360_TEST_UNSET_VAR"}}
+    settings = audit_settings(raw)
+    assert (settings.sink, settings.redis_url) == ("file", None)
+
+
+# -- the file sink, at the edges --------------------------------------------------------
+
+
+def _padded(length: int) -> dict:
+    """record() arguments whose event, first in a trail, is ``length`` bytes long."""
+    fields = {f"Customer.field_{i:03d}": "full" for i in range((length - 400) // 28)}
+
+    def size(request_id: str) -> int:
+        draft = new_event(time="2023-11-14T22:13:20.250Z", subject="a", customer_id="c1",
+                          fields=fields, request_id=request_id)  # fmt: skip
+        return len(draft.signed(KEY, 1, GENESIS).to_json())
+
+    request_id = "r" * (1 + length - size("r"))
+    assert size(request_id) == length
+    return {"subject": "a", "customer_id": "c1", "fields": fields, "request_id": request_id}
+
+
+@pytest.mark.parametrize("length", [4096, 4097, 8193])
+async def test_a_restarted_writer_reads_back_a_first_event_of_any_length(
+    tmp_path: Path, length: int
+) -> None:
+    # The last event is found by reading back from the end 4 KiB at a time.
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await t.record(**_padded(length))
+    await t.aclose()
+    assert len(data(path)) == length + 1
+    t = trail(path)
+    assert (await t.record(subject="a", customer_id="c2", fields=FIELDS)).seq == 2
+    await t.aclose()
+    assert verify_file(path, key=KEY).reason == "chain intact"
+
+
+async def test_a_checkpoint_deleted_under_a_running_writer_is_written_again(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(audit_file, "CHECKPOINT_EVERY", 3600.0)  # only close writes it
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 3)  # the first batch writes its checkpoint; the writer holds the next
+    os.unlink(f"{path}.checkpoint")
+    assert (await t.record(subject="a", customer_id="c1", fields=FIELDS)).seq == 4
+    await t.aclose()
+    assert verify_file(path, key=KEY).reason == "chain intact"
+
+
+async def test_a_writer_that_holds_a_checkpoint_will_not_start_over_when_both_files_go(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(audit_file, "CHECKPOINT_EVERY", 3600.0)
+    path = tmp_path / "audit.jsonl"
+    t = trail(path)
+    await record(t, 3)
+    os.unlink(path)
+    os.unlink(f"{path}.checkpoint")
+    with pytest.raises(AuditSinkError) as caught:
+        await t.record(subject="a", customer_id="c1", fields=FIELDS)
+    assert str(caught.value) == f"{path} is gone but its checkpoint names event 3"
+    assert await t.probe() == f"{path} is gone but its checkpoint names event 3"
+    await t.aclose()
+    assert not path.exists()
