@@ -52,7 +52,8 @@ class CustomerIds:
             raise InvalidCustomerId("not a c360 customer id")
         raw = customer_id.removeprefix(_ID_PREFIX)
         try:
-            token = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+            # validate: an issued id with other characters in it is not that id.
+            token = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True)
             anchor = self._siv.decrypt(token, None).decode()
         except (ValueError, InvalidTag) as exc:
             raise InvalidCustomerId("not a c360 customer id") from exc
