@@ -77,7 +77,9 @@ def head_purpose(stream: str) -> bytes:
 
 
 def redis_client(url: str, timeout: float) -> Redis:
-    scheme = url.partition("://")[0]
+    scheme, found, _ = url.partition("://")
+    if not found:  # never quote it: what is not a URL may still hold a password
+        raise ConfigError("not a Redis URL: use redis://, rediss:// or unix://")
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"{scheme!r} URLs are not supported: use redis://, rediss:// or unix://")
     try:

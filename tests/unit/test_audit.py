@@ -1108,6 +1108,11 @@ UNSET = "environment variable C360_TEST_UNSET_VAR is not set"
             "or unix:// (or set audit.sink: file)",
         ),
         (
+            {"audit": {"redis_url": "hunter2@redis-host:6379"}},  # never echoed: may be secret
+            "audit.redis_url: not a Redis URL: use redis://, rediss:// or unix:// "
+            "(or set audit.sink: file)",
+        ),
+        (
             {"audit": {"redis_url": "redis://h:port/0"}},
             "audit.redis_url: not a usable Redis URL: Port could not be cast to integer value "
             "as 'port' (or set audit.sink: file)",
