@@ -20,6 +20,12 @@ with parents, with the mess real data has:
   phone still held by an older Zendesk user or Stripe customer of someone else;
 * one loop in the account hierarchy (two accounts that are each other's parent).
 
+Billing history agrees with each subscription's status, as in Stripe: a
+``trialing`` subscription has no invoice yet, an ``active`` one's latest invoice
+is paid (older ones paid or void), a ``past_due`` one's latest is open and
+unpaid, a ``canceled`` one owes nothing open; each invoice falls inside its
+subscription's life, one billing period apart, for the subscription's amount.
+
 Every seeded anomaly is listed in the person's ``anomalies`` (the answer key),
 as ``kind:…:system``: ``missing``, ``email_case``, ``email_whitespace``,
 ``duplicate``, ``conflict:phone``, ``placeholder:phone``, ``placeholder:email``,
@@ -31,8 +37,9 @@ also lists every record with the identifying values it holds (``records``).
 
 Everything derives from ``random.Random(seed)`` and a fixed epoch, never the
 wall clock, so the same ``(customers, seed)`` always yields the same world.
-Shared values are laid over the people afterwards from a generator of their
-own, so adding them left every other seeded value as it was.
+Shared values and billing histories are laid over the people afterwards, each
+from a generator of its own, so adding them left every other seeded value as
+it was.
 Vendor-neutral here; each ``connectors/<vendor>/sandbox.py`` renders it in its
 vendor's JSON shape.
 """
@@ -236,6 +243,8 @@ _PLANS = (
 _LISTS = (("a1b2c3d4e5", "Newsletter"), ("f6e5d4c3b2", "Product updates"))
 _CHANNELS = ("Email", "Direct Mail", "Customized Online Advertising")
 _B62 = string.digits + string.ascii_letters
+_PERIOD = {"month": timedelta(days=30), "year": timedelta(days=365)}
+_TRIAL = timedelta(days=14)
 #: Values that are not real contact points; identity resolution must not link on them.
 PLACEHOLDER_EMAIL = "test@example.com"
 PLACEHOLDER_PHONES = ("n/a", "000-000-0000", "+10000000000")
@@ -379,6 +388,9 @@ class World:
         self.cycle = (a.index, b.index)
         self.people: list[WorldPerson] = [self._make_person(i) for i in range(customers)]
         _share_values(self, random.Random(f"{seed}:shared"))
+        for person in self.people:
+            for account in person.billing:
+                _settle(account, random.Random(f"{seed}:billing:{account.id}"))
         self._index()
 
     # ------------------------------------------------------------------ build
@@ -546,6 +558,8 @@ class World:
                         current_period_end=EPOCH + timedelta(days=rng.randrange(1, period.days)),
                     )
                 )
+        # Drafts: _settle makes them agree with the subscriptions afterwards,
+        # from a generator of its own, so these draws stay as they always were.
         for n in range(rng.randrange(0, 7)):
             sub = (
                 account.subscriptions[n % len(account.subscriptions)]
@@ -752,3 +766,71 @@ def _recycled_numbers(
         holder.anomalies.append(f"recycled:phone:{system}")
         owner.anomalies.append(f"reassigned:phone:{system}")
         used.update((owner.index, holder.index))
+
+
+# ----------------------------------------------------------- billing history
+def _settle(account: BillingAccount, rng: random.Random) -> None:
+    """Make the account's invoices agree with its subscriptions' statuses.
+
+    One-off invoices (no subscription) stay as drafted. A subscription's
+    invoices keep their drafted ids, count and (where the status allows)
+    void or unpaid outcomes; the status decides the rest: none while
+    ``trialing``, the latest ``paid`` when ``active``, ``open`` when
+    ``past_due``, never ``open`` once ``canceled``."""
+    drafted: dict[str | None, list[WorldInvoice]] = {}
+    for invoice in account.invoices:
+        drafted.setdefault(invoice.subscription, []).append(invoice)
+    invoices = list(drafted.get(None, []))
+    for sub in account.subscriptions:
+        invoices += _history(sub, drafted.get(sub.id, []), rng)
+    invoices.sort(key=lambda inv: inv.created, reverse=True)
+    account.invoices = invoices
+
+
+def _history(
+    sub: WorldSubscription, drafts: list[WorldInvoice], rng: random.Random
+) -> list[WorldInvoice]:
+    """The subscription's invoices, newest first: one per billing period back
+    from the current one, the subscription started no later than the oldest."""
+    if sub.status == "trialing":
+        # Nothing is invoiced before the trial ends.
+        sub.current_period_end = EPOCH + timedelta(days=rng.randrange(1, _TRIAL.days))
+        sub.created = sub.current_period_end - _TRIAL
+        return []
+    period = _PERIOD[sub.interval]
+    start = sub.current_period_end - period
+    count = len(drafts) if sub.status == "canceled" else max(1, len(drafts))
+    sub.created = min(sub.created, start - (count - 1) * period)
+    outcomes = [d.status for d in drafts] + ["paid"] * (count - len(drafts))
+    history = []
+    for n in range(count):
+        status = _status(sub.status, outcomes[n], latest=n == 0)
+        history.append(
+            WorldInvoice(
+                id=drafts[n].id if n < len(drafts) else "in_" + _token(rng, 14),
+                status=status,
+                amount_due=sub.amount,
+                amount_paid=sub.amount if status == "paid" else 0,
+                currency=sub.currency,
+                # Finalized within a day of its period's start (at least a day ago).
+                created=start - n * period + timedelta(minutes=rng.randrange(1, 1440)),
+                subscription=sub.id,
+            )
+        )
+    return history
+
+
+def _status(subscription: str, drafted: str, *, latest: bool) -> str:
+    """An invoice's status given its subscription's; ``drafted`` picks among
+    what that allows."""
+    if latest and subscription == "past_due":
+        return "open"  # the payment that failed, retried until paid or given up
+    if latest and subscription == "active":
+        return "paid"
+    if subscription == "canceled" and drafted in ("open", "uncollectible"):
+        return "uncollectible" if latest else "paid"  # canceled after payments failed
+    return "void" if drafted == "void" else "paid"
+
+
+def _token(rng: random.Random, length: int) -> str:
+    return "".join(rng.choice(_B62) for _ in range(length))

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 
 from connectors.sdk import normalize_email, normalize_phone
-from connectors.sdk.world import PLACEHOLDER_EMAIL, World, mailchimp_hash
+from connectors.sdk.world import EPOCH, PLACEHOLDER_EMAIL, World, mailchimp_hash
 
 SHARED_KINDS = ("shared:phone", "shared:email", "recycled:phone", "reassigned:phone")
 
@@ -126,3 +127,44 @@ def test_hierarchy_has_exactly_one_loop():
             node = world.orgs[node].parent
         if node is not None:
             assert node in world.cycle
+
+
+@pytest.mark.parametrize(("customers", "seed"), [(1000, 42), (300, 2), (200, 11)])
+def test_invoices_agree_with_their_subscriptions(customers, seed):
+    world = World(customers, seed=seed)
+    seen = Counter()
+    for p in world.people:
+        for account in p.billing:
+            assert account.invoices == sorted(account.invoices, key=lambda i: i.created)[::-1]
+            for sub in account.subscriptions:
+                own = [i for i in account.invoices if i.subscription == sub.id]
+                statuses = [i.status for i in own]  # newest first
+                seen[sub.status, bool(own)] += 1
+                assert sub.created < sub.current_period_end and sub.current_period_end > EPOCH
+                if sub.status == "trialing":
+                    assert own == [] and sub.current_period_end - sub.created <= timedelta(14)
+                elif sub.status == "active":
+                    assert statuses[:1] == ["paid"] and set(statuses) <= {"paid", "void"}
+                elif sub.status == "past_due":
+                    assert statuses[:1] == ["open"] and set(statuses[1:]) <= {"paid", "void"}
+                else:
+                    assert sub.status == "canceled" and "open" not in statuses
+                for invoice in own:
+                    assert sub.created <= invoice.created <= EPOCH
+                    assert invoice.amount_due == sub.amount and invoice.currency == sub.currency
+                    paid = invoice.amount_due if invoice.status == "paid" else 0
+                    assert invoice.amount_paid == paid
+    # Every status occurs, and canceled ones with and without a history.
+    assert {s for s, _ in seen} == {"trialing", "active", "past_due", "canceled"}
+    assert seen["canceled", True] and seen["canceled", False]
+
+
+def test_billing_history_is_deterministic_and_invoice_ids_unique():
+    a, b = World(300, seed=2), World(300, seed=2)
+    history = [
+        [(i.id, i.status, i.created) for x in p.billing for i in x.invoices] for p in a.people
+    ]
+    assert history == [[(i.id, i.status, i.created) for x in p.billing for i in x.invoices]
+                       for p in b.people]  # fmt: skip
+    ids = [i.id for p in a.people for x in p.billing for i in x.invoices]
+    assert len(ids) == len(set(ids)) and all(i.startswith("in_") for i in ids)
