@@ -14,15 +14,29 @@ package has a ``webhook`` module (:mod:`connectors.sdk.webhooks`)::
     connectors:
       stripe:
         webhook_secret: env:STRIPE_WEBHOOK_SECRET    # or file:PATH; 16+ characters
+      mailchimp:
+        webhook_secret: env:MAILCHIMP_WEBHOOK_SECRET
+        webhook_signature: c360    # only X-C360-Signature from a relay (default: vendor)
     webhooks:                                        # optional
       redis_url: redis://cache:6379/0                # default: --redis-url, then cache.redis_url
       channel: c360:invalidate
       max_body_bytes: 65536
 
-Answers are JSON: 200 ``{"received": true, "evicted": n}``; 400 a payload that
-cannot be read; 401 not authentic (bad or missing signature or secret, stale
-timestamp); 404 no webhook at that URL; 413 too large; 503 the eviction or
-its broadcast failed, so the vendor should retry. Errors never echo a secret.
+Answers are JSON: 200 ``{"received": true, "evicted": n}``; 200 ``{"received":
+true, "duplicate": true, "evicted": 0}`` for an event already handled (a replay,
+or the vendor sending it twice: 200, not 409, because Stripe and Zendesk retry
+any other answer for days); 400 a payload that cannot be read; 401 not
+authentic (bad or missing signature or secret, stale timestamp); 404 no
+webhook at that URL; 413 too large; 503 the eviction, its broadcast or the
+replay check failed, so the vendor should retry. Errors never echo a secret.
+
+Each event is handled once per connector within a day (:mod:`gateway._deliveries`):
+in Redis when webhooks have one, so across every process, else per process.
+Vendors that sign nothing (Salesforce callouts, Mailchimp) have no event id:
+their deliveries can be replayed by whoever saw one, unless the connector
+requires ``webhook_signature: c360`` (``X-C360-Signature: t=<unix>,v1=<hex
+HMAC-SHA256(secret, "<t>.<body>")>``, 300 s tolerance), which a relay in front
+of the vendor adds.
 
 After the local eviction each ``(connector, method)`` is published as
 ``{"source", "method", "keys", "origin"}``; every process subscribes and
@@ -55,9 +69,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from connectors.sdk.webhooks import SECRET_HEADER, Invalidation, WebhookHandler, WebhookRejected
+from connectors.sdk.webhooks import (
+    SECRET_HEADER,
+    C360Signed,
+    Invalidation,
+    WebhookHandler,
+    WebhookRejected,
+)
 from gateway._cache_policy import cache_settings
-from gateway._stores import _cluster_flag, _sentinel_client
+from gateway._deliveries import Deliveries
+from gateway._stores import StoreError, _cluster_flag, _sentinel_client
 from gateway.cache import CacheLayer
 from gateway.config import ConfigError, ConnectorConfig, Settings, resolve_secret
 
@@ -68,6 +89,8 @@ CHANNEL = "c360:invalidate"
 log = logging.getLogger("c360.webhooks")
 _FAILURES = (redis_errors.RedisError, OSError)
 _MAX_KEYS = 10_000  # per received message: a bound on what one message can make us do
+_SECTION = frozenset({"redis_url", "channel", "max_body_bytes"})
+_SIGNATURES = ("vendor", "c360")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +105,10 @@ def webhook_settings(settings: Settings, *, redis_url: str | None = None) -> Web
     raw = settings.raw.get("webhooks") or {}
     if not isinstance(raw, Mapping):
         raise ConfigError("webhooks must be a mapping")
+    if unknown := sorted(str(key) for key in raw if key not in _SECTION):
+        raise ConfigError(
+            f"webhooks: unknown key(s) {unknown}; expected some of {sorted(_SECTION)}"
+        )
     url = raw.get("redis_url")
     if isinstance(url, str) and url.startswith(("env:", "file:")):
         url = resolve_secret(url, where="webhooks.redis_url")
@@ -120,7 +147,8 @@ class Invalidator:
 
     ``cache`` may be a zero-argument callable, called on first use: the
     gateway builds its cache inside the serving loop. Without ``redis_url``
-    evictions stay in this process.
+    evictions stay in this process. :attr:`deliveries` remembers which events
+    were handled, in that same Redis (or in memory without one).
     """
 
     def __init__(
@@ -141,6 +169,7 @@ class Invalidator:
         self._publisher: tuple[Redis, Sentinel | None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self.deliveries = Deliveries.from_url(redis_url, timeout=timeout)
 
     @property
     def cache(self) -> CacheLayer:
@@ -201,6 +230,7 @@ class Invalidator:
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             await _close(*publisher)
+        await self.deliveries.aclose()
 
     async def _subscribe(self) -> tuple[Redis, Sentinel | None, PubSub]:
         assert self._url is not None
@@ -291,7 +321,16 @@ def _hooks(connectors: Iterable[ConnectorConfig]) -> dict[str, _Hook]:
     hooks: dict[str, _Hook] = {}
     for config in connectors:
         reference = config.raw.get("webhook_secret")
+        signature = config.raw.get("webhook_signature", "vendor")
+        if signature not in _SIGNATURES:
+            raise ConfigError(
+                f"connectors.{config.name}.webhook_signature must be 'vendor' or 'c360'"
+            )
         if reference is None:
+            if "webhook_signature" in config.raw:
+                raise ConfigError(
+                    f"connectors.{config.name}.webhook_signature needs a webhook_secret"
+                )
             continue
         where = f"connectors.{config.name}.webhook_secret"
         secret = resolve_secret(str(reference), where=where)
@@ -300,8 +339,17 @@ def _hooks(connectors: Iterable[ConnectorConfig]) -> dict[str, _Hook]:
         handler = load_handler(config.kind)
         if handler is None:
             raise ConfigError(f"{where}: connector type {config.kind!r} has no webhook handler")
-        hooks[config.name] = _Hook(handler, secret)
+        hooks[config.name] = _Hook(C360Signed(handler) if signature == "c360" else handler, secret)
     return hooks
+
+
+def _event_id(handler: WebhookHandler, headers: Mapping[str, str], body: bytes) -> str | None:
+    """The handler's id for this delivery; None when it has none (or no ``event_id``)."""
+    event_id = getattr(handler, "event_id", None)
+    if event_id is None:
+        return None
+    found = event_id(headers, body)
+    return found if isinstance(found, str) and found else None
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -352,9 +400,34 @@ def webhook_routes(
             if request.method == "GET":
                 return JSONResponse({"ok": True})
             invalidations = hook.handler.invalidations(headers, body)
+            event_id = _event_id(hook.handler, headers, body)
         except WebhookRejected as exc:
             log.warning("webhook for %s refused: %s", name, exc.reason)
             return _error(exc.status, exc.reason, str(exc))
+        if event_id is None:
+            return await _evict(name, invalidations)
+        deliveries = invalidator.deliveries
+        try:
+            claim = await deliveries.claim(name, event_id)
+        except StoreError as exc:
+            log.warning("webhook for %s: replay check failed: %s", name, exc)
+            return _error(
+                503, "replay_check_failed", "cannot tell if this event was handled; retry"
+            )
+        if claim is None:
+            log.info("webhook for %s: an event already handled came again; ignored", name)
+            return JSONResponse({"received": True, "duplicate": True, "evicted": 0})
+        handled = False
+        try:
+            response = await _evict(name, invalidations)
+            handled = response.status_code == 200
+            return response
+        finally:
+            if not handled:  # failed or cancelled: the vendor's retry must go through
+                with contextlib.suppress(StoreError):
+                    await deliveries.release(name, event_id, claim)
+
+    async def _evict(name: str, invalidations: list[Invalidation]) -> Response:
         if not await invalidator.invalidate(name, invalidations):
             return _error(503, "invalidation_failed", "the cache did not take the eviction; retry")
         return JSONResponse({"received": True, "evicted": len(invalidations)})

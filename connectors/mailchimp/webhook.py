@@ -4,7 +4,11 @@ Mailchimp signs nothing, so the webhook URL carries the secret::
 
     https://c360.example.com/webhooks/mailchimp/<the connector's webhook_secret>
 
-(``X-C360-Webhook-Secret`` is accepted as well.) When the URL is saved,
+(``X-C360-Webhook-Secret`` is accepted as well.) Nothing is signed and
+``fired_at`` is not authenticated, so a delivery seen once (in a log, a proxy)
+can be replayed for ever; where that matters, relay it through something that
+signs (``webhook_signature: c360``, :class:`connectors.sdk.webhooks.C360Signed`).
+When the URL is saved,
 Mailchimp checks it with a ``GET`` (or an empty ``POST``): both are answered
 200 when the secret matches. Events are form-encoded, one per audience::
 
@@ -84,6 +88,10 @@ class MailchimpWebhook:
             ids=[subscriber_hash(email) for email in emails],
             dependents=kind in _ACTIVITY_EVENTS,
         )
+
+    def event_id(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """None: Mailchimp events have no id, and nothing in them is signed."""
+        return None
 
 
 handler = MailchimpWebhook()

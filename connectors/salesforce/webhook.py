@@ -19,6 +19,12 @@ callout cannot set a header, put the secret in the URL instead:
 ``POST /webhooks/salesforce/<secret>``. Either way the secret is compared in
 constant time; use a long random one and HTTPS.
 
+Replays: nothing in such a delivery is signed or dated, so whoever saw one can
+send it again, any time, and the gateway evicts those keys again (harmless to
+the data, a cost to the cache). Where that matters, put a relay in front that
+signs what it forwards and set ``webhook_signature: c360`` on the connector
+(:class:`connectors.sdk.webhooks.C360Signed`).
+
 What each change makes stale, for old and new values, ids in both their
 15- and 18-character forms:
 
@@ -119,6 +125,10 @@ class SalesforceWebhook:
         if len(items) > _MAX_CHANGES:
             raise WebhookMalformed(f"at most {_MAX_CHANGES} changes per delivery")
         return list(dict.fromkeys(key for item in items for key in _change(item)))
+
+    def event_id(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """None: a Flow callout carries no id, and nothing it sends is signed."""
+        return None
 
 
 handler = SalesforceWebhook()

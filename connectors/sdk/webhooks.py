@@ -20,6 +20,15 @@ Signature schemes, with a ``sign_*`` helper each (the sandbox signs with them)::
     shared secret  X-C360-Webhook-Secret: <secret>, or the secret as the last URL
                    segment (POST /webhooks/{connector}/{secret}); the gateway hands a
                    URL secret to the handler in that same header
+    c360-signed    X-C360-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+                   the gateway's own scheme, for a relay in front of a vendor that signs
+                   nothing (``webhook_signature: c360`` in the connector's config)
+
+Replays: a signed timestamp bounds a replay to :data:`TOLERANCE`; inside it, the
+gateway accepts each event once, by the id :meth:`WebhookHandler.event_id`
+gives (an optional method: a handler without it is not deduplicated). A shared
+secret carries no time, so such deliveries can be replayed for ever by whoever
+saw one: require the c360 signature where that matters.
 
 Errors join the SDK's tree (:class:`~connectors.sdk.errors.ConnectorError`)::
 
@@ -46,11 +55,13 @@ from connectors.sdk.errors import ConnectorError
 from connectors.sdk.models import Domain
 
 __all__ = [
+    "C360_SIGNATURE_HEADER",
     "DEPENDENT_LISTS",
     "LINKED",
     "PERSON_LOOKUPS",
     "SECRET_HEADER",
     "TOLERANCE",
+    "C360Signed",
     "InvalidMutation",
     "Invalidation",
     "WebhookHandler",
@@ -60,13 +71,18 @@ __all__ = [
     "header",
     "json_body",
     "person_invalidations",
+    "sign_c360",
     "sign_stripe",
     "sign_zendesk",
+    "signed_event_id",
+    "timestamped_event_id",
+    "verify_c360",
     "verify_stripe",
     "verify_zendesk",
 ]
 
 SECRET_HEADER = "X-C360-Webhook-Secret"  # noqa: S105  # a header name
+C360_SIGNATURE_HEADER = "X-C360-Signature"
 #: Seconds a signed timestamp may be away from our clock (Stripe's default).
 TOLERANCE = 300.0
 
@@ -135,6 +151,13 @@ class WebhookHandler(Protocol):
     def invalidations(self, headers: Mapping[str, str], body: bytes) -> list[Invalidation]:
         """Every cached answer the event may have made stale; raises :class:`WebhookMalformed`."""
 
+    # Optional, so handlers written before it still load:
+    #
+    # def event_id(self, headers: Mapping[str, str], body: bytes) -> str | None:
+    #     """The delivery's id, read from what the signature covers (never from an
+    #     unsigned header: a replay could change it), or None when there is none.
+    #     The gateway handles each id once per connector within its window."""
+
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """A header by case-insensitive name, from any mapping."""
@@ -165,18 +188,14 @@ def _fresh(timestamp: float, now: float, tolerance: float) -> None:
         raise WebhookRejected("stale_timestamp", "the signed timestamp is outside the tolerance")
 
 
-def sign_stripe(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``Stripe-Signature`` header value for ``body`` signed at ``timestamp``."""
+def _sign_timestamped(secret: str, body: bytes, timestamp: int) -> str:
     digest = _hmac(secret, f"{timestamp}.".encode() + body).hex()
     return f"t={timestamp},v1={digest}"
 
 
-def verify_stripe(
-    value: str | None, body: bytes, secret: str, now: float, tolerance: float = TOLERANCE
-) -> None:
-    """Check a ``Stripe-Signature`` header: any ``v1`` matches, ``t`` within ``tolerance``."""
+def _timestamped(value: str | None, header_name: str) -> tuple[int, list[str]]:
     if not value:
-        raise WebhookRejected("missing_signature", "no Stripe-Signature header")
+        raise WebhookRejected("missing_signature", f"no {header_name} header")
     timestamp: int | None = None
     candidates: list[str] = []
     for item in value.split(","):
@@ -186,12 +205,78 @@ def verify_stripe(
         elif name == "v1" and part:
             candidates.append(part)
     if timestamp is None or not candidates:
-        raise WebhookRejected("malformed_signature", "Stripe-Signature has no t and v1")
+        raise WebhookRejected("malformed_signature", f"{header_name} has no t and v1")
+    return timestamp, candidates
+
+
+def _verify_timestamped(
+    value: str | None, header_name: str, body: bytes, secret: str, now: float, tolerance: float
+) -> None:
+    timestamp, candidates = _timestamped(value, header_name)
     expected = _hmac(secret, f"{timestamp}.".encode() + body).hex()
     # Check every candidate: no early exit that would time which one matched.
     if not sum(_same(expected, candidate) for candidate in candidates):
         raise WebhookRejected("bad_signature", "the signature does not match")
     _fresh(timestamp, now, tolerance)
+
+
+def sign_stripe(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``Stripe-Signature`` header value for ``body`` signed at ``timestamp``."""
+    return _sign_timestamped(secret, body, timestamp)
+
+
+def verify_stripe(
+    value: str | None, body: bytes, secret: str, now: float, tolerance: float = TOLERANCE
+) -> None:
+    """Check a ``Stripe-Signature`` header: any ``v1`` matches, ``t`` within ``tolerance``."""
+    _verify_timestamped(value, "Stripe-Signature", body, secret, now, tolerance)
+
+
+def sign_c360(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-C360-Signature`` value a relay sends: Stripe's scheme under c360's header."""
+    return _sign_timestamped(secret, body, timestamp)
+
+
+def verify_c360(
+    value: str | None, body: bytes, secret: str, now: float, tolerance: float = TOLERANCE
+) -> None:
+    """Check an ``X-C360-Signature`` header exactly as :func:`verify_stripe` checks Stripe's."""
+    _verify_timestamped(value, C360_SIGNATURE_HEADER, body, secret, now, tolerance)
+
+
+def signed_event_id(timestamp: str, body: bytes) -> str:
+    """An id for a delivery with no id of its own: a digest of exactly what its
+    signature covers, so a replay has the same id and anything else does not."""
+    digest = hashlib.sha256(timestamp.encode() + b"." + body).hexdigest()
+    return f"signed:{digest}"
+
+
+def timestamped_event_id(value: str | None, body: bytes) -> str | None:
+    """:func:`signed_event_id` of a ``t=…,v1=…`` header (Stripe's, c360's); None without ``t``."""
+    try:
+        timestamp, _ = _timestamped(value, "signature")
+    except WebhookRejected:
+        return None
+    return signed_event_id(str(timestamp), body)
+
+
+class C360Signed:
+    """``handler`` with its vendor's check replaced by ``X-C360-Signature``: for a
+    relay that receives the vendor's deliveries and signs what it forwards."""
+
+    url_secret = False
+
+    def __init__(self, handler: WebhookHandler) -> None:
+        self.handler = handler
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str, now: float) -> None:
+        verify_c360(header(headers, C360_SIGNATURE_HEADER), body, secret, now)
+
+    def invalidations(self, headers: Mapping[str, str], body: bytes) -> list[Invalidation]:
+        return self.handler.invalidations(headers, body)
+
+    def event_id(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        return timestamped_event_id(header(headers, C360_SIGNATURE_HEADER), body)
 
 
 def sign_zendesk(secret: str, body: bytes, timestamp: str) -> str:

@@ -4,6 +4,9 @@ Stripe POSTs an event ``{id, object: "event", type, created, data: {object,
 previous_attributes?}}`` signed with the endpoint's secret (``whsec_…``) in
 ``Stripe-Signature`` (see :func:`connectors.sdk.webhooks.verify_stripe`);
 deliveries more than 300 s from our clock are refused, as Stripe's libraries do.
+Inside that window a replay carries the same event ``id``, which the gateway
+handles once (:meth:`StripeWebhook.event_id`); Stripe's own retries of an event
+we answered 2xx never come, and it may send an event twice: also handled once.
 
 What each event makes stale (keys as the connector's loaders use them):
 
@@ -36,6 +39,7 @@ from connectors.sdk.webhooks import (
     json_body,
     person_invalidations,
     sign_stripe,
+    timestamped_event_id,
     verify_stripe,
 )
 from connectors.stripe.connector import DEFAULT_API_VERSION
@@ -104,6 +108,15 @@ class StripeWebhook:
                 dependents=kind == "customer.deleted",
             )
         return []
+
+    def event_id(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """The event's ``evt_…`` id (signed with the body); a digest of the signed
+        content for an event without one."""
+        event = json_body(body)
+        found = event.get("id") if isinstance(event, Mapping) else None
+        if isinstance(found, str) and found:
+            return found
+        return timestamped_event_id(header(headers, "Stripe-Signature"), body)
 
 
 handler = StripeWebhook()

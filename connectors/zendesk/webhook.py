@@ -4,7 +4,9 @@ Zendesk signs every webhook request with the webhook's signing secret:
 ``X-Zendesk-Webhook-Signature`` = base64(HMAC-SHA256(secret, timestamp + body))
 with the timestamp in ``X-Zendesk-Webhook-Signature-Timestamp`` (see
 :func:`connectors.sdk.webhooks.verify_zendesk`; deliveries more than 300 s
-from our clock are refused as replays).
+from our clock are refused as replays). Inside that window the gateway handles
+each event once, by the body's ``id`` (event webhooks have one) or else by a
+digest of the signed timestamp and body (:meth:`ZendeskWebhook.event_id`).
 
 The body is Zendesk's event-webhook shape (``{type: "zen:event-type:…",
 subject, detail, event: {current, previous}}``). Webhooks connected to a
@@ -40,6 +42,7 @@ from connectors.sdk.webhooks import (
     json_body,
     person_invalidations,
     sign_zendesk,
+    signed_event_id,
     verify_zendesk,
 )
 
@@ -117,6 +120,18 @@ class ZendeskWebhook:
             links=links,
             dependents=kind == "user.deleted",
         )
+
+    def event_id(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """The event's ``id`` from the signed body; for a trigger's body without one,
+        a digest of what the signature covers. Never ``X-Zendesk-Webhook-Invocation-Id``:
+        no signature covers it, so a replay could change it."""
+        event = json_body(body)
+        found = event.get("id") if isinstance(event, Mapping) else None
+        found = _id(found) or _text(found)
+        if found:
+            return found
+        stamp = header(headers, "X-Zendesk-Webhook-Signature-Timestamp")
+        return signed_event_id(stamp, body) if stamp else None
 
 
 handler = ZendeskWebhook()

@@ -10,6 +10,7 @@ an unrelated customer B holds stays cached (no upstream calls).
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -256,6 +257,34 @@ def test_a_webhook_with_a_bad_signature_changes_nothing(stack):
     unsigned = httpx.post(f"{stack.a}/webhooks/salesforce", content=b"{}")
     assert unsigned.status_code == 401
     assert SECRETS["stripe"] not in response.text + unsigned.text
+    for gateway in (stack.a, stack.b):
+        assert stack.upstream_calls(lambda g=gateway: stack.ask(g, person["email"])) == 0
+
+
+def test_a_replayed_delivery_is_handled_once_across_gateways(stack):
+    """A signed delivery replayed to the other gateway finds the claim in Redis."""
+    person = stack.people[-2]
+    customer = person["systems"]["stripe"][0]
+    for gateway in (stack.a, stack.b):
+        stack.ask(gateway, person["email"])
+    event = {"id": "evt_replayed_0001", "object": "event", "type": "customer.updated",
+             "data": {"object": {"id": customer, "object": "customer",
+                                 "email": person["email"]}}}  # fmt: skip
+    body = json.dumps(event).encode()
+    signed = {"Stripe-Signature": sign_stripe(SECRETS["stripe"], body, int(time.time())),
+              "Content-Type": "application/json"}  # fmt: skip
+    first = httpx.post(f"{stack.a}/webhooks/stripe", content=body, headers=signed)
+    assert first.json() == {"received": True, "evicted": 2}
+    # B hears of A's eviction and refills its copy; a replay to either changes nothing.
+    wait_for(
+        lambda: stack.upstream_calls(lambda: stack.ask(stack.b, person["email"])) > 0,
+        "gateway B to drop its copy",
+    )
+    stack.ask(stack.a, person["email"])  # A refills its copy too
+    for gateway in (stack.b, stack.a):
+        replay = httpx.post(f"{gateway}/webhooks/stripe", content=body, headers=signed)
+        assert replay.status_code == 200
+        assert replay.json() == {"received": True, "duplicate": True, "evicted": 0}
     for gateway in (stack.a, stack.b):
         assert stack.upstream_calls(lambda g=gateway: stack.ask(g, person["email"])) == 0
 

@@ -22,11 +22,14 @@ from connectors.sdk.webhooks import (
     Invalidation,
     WebhookMalformed,
     WebhookRejected,
+    sign_c360,
     sign_stripe,
     sign_zendesk,
 )
 from connectors.stripe import webhook as stripe
 from connectors.zendesk import webhook as zendesk
+from gateway._deliveries import Deliveries
+from gateway._stores import StoreError
 from gateway.cache import CacheLayer, CachePolicy, MemoryStore, Ttl
 from gateway.config import ConfigError, ConnectorConfig, settings_from_mapping
 from gateway.identity import EMAIL_LOOKUP, ID_LOOKUP, PHONE_LOOKUP
@@ -136,9 +139,9 @@ def test_stripe_accepts_any_v1_during_a_secret_rotation():
 
 
 # ------------------------------------------------------------------ what events spoil
-def stripe_event(kind: str, obj: dict, previous: dict | None = None) -> bytes:
+def stripe_event(kind: str, obj: dict, previous: dict | None = None, event_id="evt_1") -> bytes:
     data = {"object": obj, **({"previous_attributes": previous} if previous else {})}
-    return json.dumps({"id": "evt_1", "object": "event", "type": kind, "data": data}).encode()
+    return json.dumps({"id": event_id, "object": "event", "type": kind, "data": data}).encode()
 
 
 def test_a_stripe_customer_update_spoils_old_and_new_keys_of_that_customer():
@@ -381,7 +384,9 @@ async def test_a_signed_webhook_evicts_exactly_the_keys_of_that_customer(gateway
     ]
     # Another connector's copy of the same address is not this event's business.
     await warm(cache, "crm", "customers_by_email", ["ada@example.com"])
-    await gateway.post("/webhooks/billing", content=body, headers=stripe_headers(body))
+    body = stripe_event("customer.updated", customer, event_id="evt_2")
+    response = await gateway.post("/webhooks/billing", content=body, headers=stripe_headers(body))
+    assert response.json() == {"received": True, "evicted": 2}
     assert await warm(cache, "crm", "customers_by_email", ["ada@example.com"]) == []
 
 
@@ -433,10 +438,206 @@ async def test_mailchimp_secret_in_the_url_and_its_validation_ping(gateway, cach
     assert await warm(cache, "marketing", "members_by_id", [digest]) == [("members_by_id", digest)]
 
 
+# ------------------------------------------------------------------ replays
+async def post_twice(client, url: str, body: bytes, headers: dict[str, str]) -> list[dict]:
+    first = await client.post(url, content=body, headers=headers)
+    again = await client.post(url, content=body, headers=headers)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    return [first.json(), again.json()]
+
+
+async def test_a_replayed_stripe_delivery_is_handled_once(gateway, cache):
+    body = stripe_event("customer.deleted", {"id": "cus_1", "object": "customer"})
+    headers = stripe_headers(body)
+    first = await gateway.post("/webhooks/billing", content=body, headers=headers)
+    assert first.json() == {"received": True, "evicted": 2}
+    await warm(cache, "billing", "customers_by_id", ["cus_1"])
+    # The same bytes again (an attacker who saw them, inside the 300 s tolerance),
+    # and the same event signed anew (Stripe sending it twice): nothing evicted.
+    for replay in (headers, stripe_headers(body, at=NOW - 60)):
+        again = await gateway.post("/webhooks/billing", content=body, headers=replay)
+        assert again.status_code == 200
+        assert again.json() == {"received": True, "duplicate": True, "evicted": 0}
+    assert await warm(cache, "billing", "customers_by_id", ["cus_1"]) == []
+    other = stripe_event("customer.deleted", {"id": "cus_1", "object": "customer"}, None, "evt_9")
+    answer = await gateway.post("/webhooks/billing", content=other, headers=stripe_headers(other))
+    assert answer.json() == {"received": True, "evicted": 2}
+    assert await warm(cache, "billing", "customers_by_id", ["cus_1"]) == [
+        ("customers_by_id", "cus_1")
+    ]
+
+
+def test_event_ids_come_from_what_the_signature_covers():
+    body = stripe_event("invoice.paid", {"id": "in_1", "customer": "cus_1"}, event_id="evt_7")
+    assert stripe.handler.event_id(stripe_headers(body), body) == "evt_7"
+    anonymous = b'{"type": "invoice.paid", "data": {"object": {"customer": "cus_1"}}}'
+    ids = {stripe.handler.event_id(stripe_headers(anonymous, at=at), anonymous)
+           for at in (NOW, NOW, NOW + 1)}  # fmt: skip
+    assert len(ids) == 2  # a replay is the same delivery; a new signing time is another
+    event = zendesk_event("ticket.created", {"id": "5", "requester_id": "42"})
+    with_id = json.dumps({**json.loads(event), "id": "01HZX"}).encode()
+    assert zendesk.handler.event_id(zendesk_headers(with_id), with_id) == "01HZX"
+    # A trigger's body has no id: the signed timestamp and body stand for one,
+    # never the unsigned invocation-id header a replay could change.
+    signed = zendesk_headers(event)
+    assert zendesk.handler.event_id(signed, event) == zendesk.handler.event_id(
+        {**signed, "X-Zendesk-Webhook-Invocation-Id": "other"}, event
+    )
+    assert zendesk.handler.event_id(signed, event) != zendesk.handler.event_id(
+        zendesk_headers(event, at=NOW + 1), event
+    )
+    assert salesforce.handler.event_id({}, b"{}") is None
+    assert mailchimp.handler.event_id({}, b"type=profile") is None
+
+
+async def test_unsigned_vendors_stay_replayable_as_documented(gateway, cache):
+    """Mailchimp signs nothing and sends no id: each replay evicts again."""
+    digest = mailchimp.subscriber_hash("di@example.com")
+    body = mailchimp_form("profile", email="di@example.com", list_id="L1")
+    for _ in range(2):
+        await warm(cache, "marketing", "members_by_id", [digest])
+        answer = await gateway.post(f"/webhooks/marketing/{SECRET}", content=body)
+        assert answer.json() == {"received": True, "evicted": 2}
+        assert await warm(cache, "marketing", "members_by_id", [digest]) == [
+            ("members_by_id", digest)
+        ]
+
+
+@pytest.fixture
+async def relayed(cache, monkeypatch):
+    """Salesforce and Mailchimp behind a relay that signs with X-C360-Signature."""
+    monkeypatch.setenv("C360_TEST_WEBHOOK", SECRET)
+    configs = [config("crm", "salesforce"), config("marketing", "mailchimp")]
+    for item in configs:
+        item.raw["webhook_signature"] = "c360"
+    invalidator = Invalidator(lambda: cache)
+    app = Starlette(routes=webhook_routes(invalidator, configs, clock=lambda: NOW))
+    await invalidator.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:
+        yield c
+    await invalidator.aclose()
+    await cache.aclose()
+
+
+def c360_headers(body: bytes, secret: str = SECRET, at: float = NOW) -> dict[str, str]:
+    return {"X-C360-Signature": sign_c360(secret, body, int(at))}
+
+
+async def test_a_connector_can_require_the_gateways_own_timestamped_signature(relayed, cache):
+    change = {"sobject": "Contact", "record": {"Id": "003000000000001", "Email": "ed@example.com"}}
+    body = json.dumps(change).encode()
+    refused = [
+        # The vendor's own scheme no longer opens the door, in a header or the URL.
+        (await relayed.post("/webhooks/crm", content=body, headers=secret_headers(body)), 401),
+        (await relayed.post(f"/webhooks/crm/{SECRET}", content=body), 404),
+        (await relayed.get(f"/webhooks/marketing/{SECRET}"), 404),
+        (await relayed.post("/webhooks/crm", content=body,
+                            headers=c360_headers(body, at=NOW - 301)), 401),  # too old to replay
+        (await relayed.post("/webhooks/crm", content=body,
+                            headers=c360_headers(body, secret="not-the-relay-secret")), 401),
+        (await relayed.post("/webhooks/crm", content=body + b" ", headers=c360_headers(body)), 401),
+    ]  # fmt: skip
+    for response, status in refused:
+        assert response.status_code == status, response.text
+        assert SECRET not in response.text
+    assert refused[0][0].json()["message"] == "no X-C360-Signature header"
+    assert refused[3][0].json()["error"] == "stale_timestamp"
+    await warm(cache, "crm", "people_by_email", ["ed@example.com"])
+    first, again = await post_twice(relayed, "/webhooks/crm", body, c360_headers(body))
+    assert first == {"received": True, "evicted": 3}  # the id in 15 and 18 characters, the email
+    assert again == {"received": True, "duplicate": True, "evicted": 0}
+    assert await warm(cache, "crm", "people_by_email", ["ed@example.com"]) == [
+        ("people_by_email", "ed@example.com")
+    ]
+    # The same change relayed again later is a new delivery, handled again.
+    later = await relayed.post(
+        "/webhooks/crm", content=body, headers=c360_headers(body, at=NOW + 1)
+    )
+    assert later.json() == {"received": True, "evicted": 3}
+    form = mailchimp_form("unsubscribe", email="di@example.com", list_id="L1")
+    assert (await relayed.post("/webhooks/marketing", content=form,
+                               headers=c360_headers(form))).json()["evicted"] == 3  # fmt: skip
+
+
+class FailingEvictions(CacheLayer):
+    """A cache that refuses the first ``failures`` evictions."""
+
+    def __init__(self, inner: CacheLayer, failures: int) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.failures = failures
+
+    async def evict(self, source, method, keys):
+        if self.failures:
+            self.failures -= 1
+            return False
+        return await super().evict(source, method, keys)
+
+
+async def test_an_event_whose_eviction_failed_is_handled_when_the_vendor_retries(
+    cache, monkeypatch
+):
+    monkeypatch.setenv("C360_TEST_WEBHOOK", SECRET)
+    invalidator = Invalidator(FailingEvictions(cache, failures=1))
+    app = Starlette(routes=webhook_routes(invalidator, [config("billing", "stripe")],
+                                          clock=lambda: NOW))  # fmt: skip
+    body = stripe_event("invoice.paid", {"id": "in_1", "customer": "cus_1"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:
+        failed = await c.post("/webhooks/billing", content=body, headers=stripe_headers(body))
+        retried = await c.post("/webhooks/billing", content=body, headers=stripe_headers(body))
+        replayed = await c.post("/webhooks/billing", content=body, headers=stripe_headers(body))
+    assert failed.status_code == 503 and failed.json()["error"] == "invalidation_failed"
+    assert retried.json() == {"received": True, "evicted": 1}
+    assert replayed.json() == {"received": True, "duplicate": True, "evicted": 0}
+    await invalidator.aclose()
+
+
+async def test_a_replay_check_that_cannot_be_made_asks_the_vendor_to_retry(cache, monkeypatch):
+    monkeypatch.setenv("C360_TEST_WEBHOOK", SECRET)
+    invalidator = Invalidator(cache)
+
+    async def unavailable(*_args):
+        raise StoreError("redis: ConnectionError")
+
+    monkeypatch.setattr(invalidator.deliveries, "claim", unavailable)
+    app = Starlette(routes=webhook_routes(invalidator, [config("billing", "stripe")],
+                                          clock=lambda: NOW))  # fmt: skip
+    await warm(cache, "billing", "invoices_of_customers", ["cus_1"])
+    body = stripe_event("invoice.paid", {"id": "in_1", "customer": "cus_1"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:
+        response = await c.post("/webhooks/billing", content=body, headers=stripe_headers(body))
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "replay_check_failed", "message": "cannot tell if this event was handled; retry"
+    }  # fmt: skip
+    await invalidator.aclose()
+
+
+async def test_handled_events_are_remembered_for_a_bounded_window():
+    now = [0.0]
+    deliveries = Deliveries(MemoryStore(max_entries=3, clock=lambda: now[0]), window=60)
+    token = await deliveries.claim("billing", "evt_1")
+    assert token is not None
+    assert await deliveries.claim("billing", "evt_1") is None
+    assert await deliveries.claim("crm", "evt_1") is not None  # per connector
+    await deliveries.release("billing", "evt_1", "someone-else's-token")
+    assert await deliveries.claim("billing", "evt_1") is None
+    await deliveries.release("billing", "evt_1", token)
+    token = await deliveries.claim("billing", "evt_1")
+    assert token is not None
+    now[0] = 61.0
+    assert await deliveries.claim("billing", "evt_1") is not None  # the window has passed
+    for n in range(3):  # at most max_entries ids are kept: the oldest go first
+        assert await deliveries.claim("billing", f"evt_new_{n}") is not None
+    assert await deliveries.claim("billing", "evt_1") is not None
+    await deliveries.aclose()
+
+
 async def test_a_broadcast_that_cannot_be_sent_asks_the_vendor_to_retry(cache, monkeypatch):
     monkeypatch.setenv("C360_TEST_WEBHOOK", SECRET)
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     invalidator = Invalidator(cache, redis_url=nowhere, connect_timeout=0.1)
+    # Events without an id (Salesforce's) skip the replay check, which needs Redis too.
+    monkeypatch.setattr(invalidator, "deliveries", Deliveries(MemoryStore()))
     app = Starlette(routes=webhook_routes(invalidator, [config("billing", "stripe")],
                                           clock=lambda: NOW))  # fmt: skip
     await invalidator.start()
@@ -454,6 +655,17 @@ async def test_a_broadcast_that_cannot_be_sent_asks_the_vendor_to_retry(cache, m
 
 def test_webhook_config_is_checked_at_startup(monkeypatch):
     invalidator = Invalidator(lambda: None)
+    monkeypatch.setenv("C360_TEST_WEBHOOK", SECRET)
+    bad_scheme = config("billing", "stripe")
+    bad_scheme.raw["webhook_signature"] = "hmac"
+    with pytest.raises(ConfigError) as caught:
+        webhook_routes(invalidator, [bad_scheme])
+    assert str(caught.value) == "connectors.billing.webhook_signature must be 'vendor' or 'c360'"
+    unsigned = config("billing", "stripe", None)
+    unsigned.raw["webhook_signature"] = "c360"
+    with pytest.raises(ConfigError) as caught:
+        webhook_routes(invalidator, [unsigned])
+    assert str(caught.value) == "connectors.billing.webhook_signature needs a webhook_secret"
     with pytest.raises(ConfigError, match="C360_TEST_UNSET"):
         webhook_routes(invalidator, [config("billing", "stripe", "env:C360_TEST_UNSET")])
     monkeypatch.setenv("C360_TEST_SHORT", "short")
@@ -480,6 +692,12 @@ def test_webhook_settings_name_their_redis():
     assert webhook_settings(settings_from_mapping(own)).channel == "c"
     with pytest.raises(ConfigError, match="max_body_bytes"):
         webhook_settings(settings_from_mapping({**base, "webhooks": {"max_body_bytes": 0}}))
+    with pytest.raises(ConfigError) as caught:
+        webhook_settings(settings_from_mapping({**base, "webhooks": {"redis": "redis://x/0"}}))
+    assert str(caught.value) == (
+        "webhooks: unknown key(s) ['redis']; expected some of "
+        "['channel', 'max_body_bytes', 'redis_url']"
+    )
 
 
 # ------------------------------------------------------------------ the sandbox side
