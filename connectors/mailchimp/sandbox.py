@@ -39,7 +39,9 @@ from connectors.mailchimp._sandbox_http import (
     not_found,
     problem,
 )
+from connectors.sdk._mutations import MutationShape
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, SandboxState, vendor_app, vendor_route
+from connectors.sdk.world import World
 
 __all__ = ["create_app"]
 
@@ -48,10 +50,28 @@ _STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional"
 _SEARCH_LIMIT = 10  # search-members returns at most 10 members per section
 
 
+def _mutation_shapes(world: World) -> tuple[MutationShape, ...]:
+    return (
+        MutationShape(
+            kind="member",
+            needs={"email": "the member's address (list_id: one audience; default: all of them)"},
+            fields=("status", "merge_fields"),
+            example={
+                "vendor": VENDOR,
+                "kind": "member",
+                "email": world.people[0].email,
+                "changes": {"status": "unsubscribed"},
+            },
+        ),
+    )
+
+
 def create_app(state: SandboxState, *, max_simultaneous: int = MAX_SIMULTANEOUS) -> Starlette:
     """The sandbox app; ``app.state.mailchimp_gate`` holds in-flight/peak/throttled counts."""
     data = MailchimpData(state.world)
-    state.mutations.register(VENDOR, webhook.sandbox_mutator(data), webhook.encode)
+    state.mutations.register(
+        VENDOR, webhook.sandbox_mutator(data), webhook.encode, _mutation_shapes(state.world)
+    )
     api_key = SANDBOX_CREDENTIALS[VENDOR]["token"]
 
     def guarded(endpoint: Endpoint) -> Endpoint:

@@ -42,6 +42,7 @@ from connectors.salesforce._records import Org, Plan, Row, render
 from connectors.salesforce._soql import SoqlError, parse
 from connectors.salesforce._sosl_index import SearchEngine
 from connectors.salesforce._sosl_parse import parse as parse_sosl
+from connectors.sdk._mutations import MutationShape
 from connectors.sdk.sandbox import (
     SANDBOX_CREDENTIALS,
     Endpoint,
@@ -49,6 +50,7 @@ from connectors.sdk.sandbox import (
     vendor_app,
     vendor_route,
 )
+from connectors.sdk.world import World
 
 __all__ = ["API_LIMIT", "GET_ID_LIMIT", "POST_ID_LIMIT", "create_app"]
 
@@ -141,9 +143,28 @@ def _strings(value: Any) -> list[str] | None:
     return None
 
 
+def _mutation_shapes(world: World) -> tuple[MutationShape, ...]:
+    contact = world.people[0].crm_id or "003…"
+    return (
+        MutationShape(
+            kind="contact",
+            needs={"id": "the Contact's id (003…)"},
+            fields=("FirstName", "LastName", "Email", "Phone", "Title", "AccountId"),
+            example={
+                "vendor": _VENDOR,
+                "kind": "contact",
+                "id": contact,
+                "changes": {"Phone": "(415) 555-0100"},
+            },
+        ),
+    )
+
+
 def create_app(state: SandboxState) -> Starlette:
     org = Org(state.world)
-    state.mutations.register(_VENDOR, webhook.sandbox_mutator(org), webhook.encode)
+    state.mutations.register(
+        _VENDOR, webhook.sandbox_mutator(org), webhook.encode, _mutation_shapes(state.world)
+    )
     cursors = _Cursors()
     engine = SearchEngine(org)
     credentials = SANDBOX_CREDENTIALS[_VENDOR]

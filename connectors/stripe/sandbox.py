@@ -31,6 +31,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from connectors.sdk._mutations import MutationShape
 from connectors.sdk.sandbox import (
     SANDBOX_CREDENTIALS,
     Endpoint,
@@ -38,6 +39,7 @@ from connectors.sdk.sandbox import (
     vendor_app,
     vendor_route,
 )
+from connectors.sdk.world import World
 from connectors.stripe import webhook
 from connectors.stripe._objects import JSON, StripeData
 from connectors.stripe._protocol import (
@@ -67,9 +69,41 @@ _ENDED = frozenset({"canceled", "incomplete_expired"})
 _NOUN = {"customers": "customer", "subscriptions": "subscription", "invoices": "invoice"}
 
 
+def _mutation_shapes(world: World) -> tuple[MutationShape, ...]:
+    person = world.people[0]
+    customer = person.billing[0].id if person.billing else "cus_…"
+    invoice = next((i.id for p in world.people for b in p.billing for i in b.invoices), "in_…")
+    return (
+        MutationShape(
+            kind="customer",
+            needs={"id": "the customer's id (cus_…)"},
+            fields=("email", "name", "phone", "description", "metadata"),
+            example={
+                "vendor": VENDOR,
+                "kind": "customer",
+                "id": customer,
+                "changes": {"phone": "+14155550102"},
+            },
+        ),
+        MutationShape(
+            kind="invoice",
+            needs={"id": "the invoice's id (in_…)"},
+            fields=("status", "amount_due", "amount_paid"),
+            example={
+                "vendor": VENDOR,
+                "kind": "invoice",
+                "id": invoice,
+                "changes": {"status": "paid"},
+            },
+        ),
+    )
+
+
 def create_app(state: SandboxState) -> Starlette:
     data = StripeData(state.world)
-    state.mutations.register(VENDOR, webhook.sandbox_mutator(data), webhook.encode)
+    state.mutations.register(
+        VENDOR, webhook.sandbox_mutator(data), webhook.encode, _mutation_shapes(state.world)
+    )
     pages = PageCursors(state.world.seed)
     secret = SANDBOX_CREDENTIALS[VENDOR]["token"]
 

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from connectors.sdk._mutations import MutationShape
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS, Endpoint, SandboxState, vendor_route
 from connectors.sdk.sandbox import vendor_app as _vendor_app
 from connectors.sdk.world import EPOCH, World
@@ -261,9 +262,53 @@ def _ids_param(request: Request, names: tuple[str, ...]) -> list[str] | Response
     return values
 
 
+def _mutation_shapes(world: World) -> tuple[MutationShape, ...]:
+    person = world.people[0]
+    user = person.zendesk_id or 360000000003
+    ticket = person.tickets[0].id if person.tickets else 3600000030
+    return (
+        MutationShape(
+            kind="ticket",
+            needs={"requester": "the requester's user id"},
+            sets="create",
+            fields=("subject", "description", "status", "priority"),
+            example={
+                "vendor": "zendesk",
+                "kind": "ticket",
+                "requester": user,
+                "create": {"subject": "Printer on fire", "priority": "high"},
+            },
+        ),
+        MutationShape(
+            kind="ticket",
+            needs={"id": "the ticket's id"},
+            fields=("subject", "status", "priority"),
+            example={
+                "vendor": "zendesk",
+                "kind": "ticket",
+                "id": ticket,
+                "changes": {"status": "solved"},
+            },
+        ),
+        MutationShape(
+            kind="user",
+            needs={"id": "the user's id"},
+            fields=("name", "email", "phone", "external_id"),
+            example={
+                "vendor": "zendesk",
+                "kind": "user",
+                "id": user,
+                "changes": {"phone": "+14155550101"},
+            },
+        ),
+    )
+
+
 def create_app(state: SandboxState) -> Starlette:
     index = _Index.build(state.world)
-    state.mutations.register("zendesk", webhook.sandbox_mutator(index), webhook.encode)
+    state.mutations.register(
+        "zendesk", webhook.sandbox_mutator(index), webhook.encode, _mutation_shapes(state.world)
+    )
     gate = _Gate(SANDBOX_CREDENTIALS["zendesk"])
 
     async def search(request: Request) -> Response:
