@@ -30,6 +30,7 @@ from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
 
 from gateway._limits import BodyLimit
+from gateway._proxies import TrustedProxies, proxy_settings
 from gateway._ratelimit import rate_limit_from_mapping
 from gateway.auth import AuthSettings, principal_or_response, resource_metadata
 from gateway.config import Settings
@@ -213,5 +214,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Outermost, so everything sees the client a trusted proxy named, or the peer.
+    app.add_middleware(TrustedProxies, settings=proxy_settings(settings.raw.get("gateway")))
     app.state.c360 = runtime
     return app

@@ -185,6 +185,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
+        # gateway.trusted_proxies decides whose X-Forwarded-For counts (gateway/_proxies.py);
+        # uvicorn's own handling would trust 127.0.0.1 first.
+        proxy_headers=False,
     )
     return 0
 
