@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 import strawberry
 
-from connectors.sdk import Connector, PiiRule
+from connectors.sdk import Connector, PiiRule, normalize_phone
 from connectors.sdk import models as m
 from gateway.identity import CustomerIds
 from schema._loading import Ctx, gather_loads, newest_first
@@ -120,9 +120,11 @@ class Contact:
 
     @classmethod
     def of(cls, person: m.Person) -> Contact:
+        # E.164 like every phone the gateway serves; a placeholder (n/a) is no number.
         return cls(
-            id=strawberry.ID(person.id), name=person.name, email=person.email, phone=person.phone,
-            title=person.title, source=Source.of(person.source),
+            id=strawberry.ID(person.id), name=person.name, email=person.email,
+            phone=normalize_phone(person.phone), title=person.title,
+            source=Source.of(person.source),
         )  # fmt: skip
 
     def audit_owner(self, ids: CustomerIds) -> str:
