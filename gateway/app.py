@@ -4,6 +4,7 @@ Routes::
 
     POST /graphql                              the customer-360 schema (bearer token required)
     GET  /graphql                              GraphiQL, only when enabled (the demo)
+    GET  /graphiql/{name}                      its files, from the package (gateway/ide.py)
     GET  /healthz                              liveness: {"status": "ok", "connectors": [...]}
     GET  /readyz                               readiness: 503 while the audit trail cannot
                                                take events (PII would be withheld)
@@ -35,6 +36,7 @@ from gateway._ratelimit import rate_limit_from_mapping
 from gateway.auth import AuthSettings, principal_or_response, resource_metadata
 from gateway.config import Settings
 from gateway.context import Context, Loaders
+from gateway.ide import GraphiQLPage
 from gateway.runtime import DEV_PRINCIPAL, Runtime, auth_from_settings
 from gateway.telemetry import CONTENT_TYPE_LATEST, Telemetry, logger
 from gateway.webhooks import Invalidator, webhook_routes, webhook_settings
@@ -54,6 +56,16 @@ class GraphQLView(GraphQL[Context, None]):
             allow_queries_via_get=False,
         )
         self._runtime = runtime
+        #: GraphiQL's page and files (``None`` when GraphiQL is off); create_app
+        #: serves its routes.
+        self.ide = GraphiQLPage() if graphiql else None
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # strawberry's own page loads React and GraphiQL from a CDN, so it never
+        # loads offline: serve the package's page, under its CSP, instead.
+        if self.ide is None:  # strawberry asks only when graphql_ide is set
+            return Response(status_code=404)
+        return self.ide.page()
 
     async def get_context(self, request: Any, response: Any) -> Context:
         rt = self._runtime
@@ -204,6 +216,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            *(view.ide.routes() if view.ide is not None else ()),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
