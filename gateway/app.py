@@ -27,9 +27,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
 
+from gateway._graphql_http import GRAPHQL_RESPONSE, JSON, GraphQLOverHTTP, is_json_body, negotiate
 from gateway._limits import BodyLimit
 from gateway._proxies import TrustedProxies, proxy_settings
 from gateway._ratelimit import rate_limit_from_mapping
@@ -48,7 +48,7 @@ __all__ = ["GraphQLView", "create_app"]
 _UNSET: Any = object()
 
 
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(GraphQLOverHTTP):
     def __init__(self, schema: BaseSchema, runtime: Runtime, *, graphiql: bool) -> None:
         super().__init__(
             schema,
@@ -161,11 +161,14 @@ def create_app(
         return response
 
     async def _admit(request: Request) -> Response | None:
-        """CSRF-safe content type, a valid token, and the principal's rate limit."""
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in ("application/json", "application/graphql-response+json"):
+        """CSRF-safe content type, an answer the client accepts, a valid token,
+        and the principal's rate limit."""
+        if not is_json_body(request.headers.get("content-type", "")):
             telemetry.graphql_requests.labels("refused").inc()
-            return _error(415, "UNSUPPORTED_MEDIA_TYPE", "POST a JSON body (application/json)")
+            return _error(415, "UNSUPPORTED_MEDIA_TYPE", f"POST a UTF-8 JSON body ({JSON})")
+        if negotiate(request.headers.get("accept", "")) is None:
+            telemetry.graphql_requests.labels("refused").inc()
+            return _error(406, "NOT_ACCEPTABLE", f"accept {GRAPHQL_RESPONSE} or {JSON}")
         authenticator = runtime.authenticator
         if authenticator is None:
             request.state.principal = DEV_PRINCIPAL

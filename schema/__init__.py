@@ -10,6 +10,7 @@ from schema._logging import GatewaySchema
 from schema.customer import Customer
 from schema.extensions import HardeningLimits, hardening_extensions
 from schema.extensions.audit import AuditReads
+from schema.extensions.operations import OperationChoice
 from schema.extensions.pii_egress import PiiEgress
 from schema.extensions.stale import StaleNotes
 from schema.extensions.unreachable import PartialAnswers
@@ -27,6 +28,8 @@ def build_schema(
         config=StrawberryConfig(auto_camel_case=True),
         extensions=[
             *hardening_extensions(limits or HardeningLimits(), hardened=hardened),
+            # strawberry would run the first of several operations when none is named.
+            OperationChoice,
             # Clients send the same few documents again and again; parsing and
             # validating them was most of the gateway's CPU per request.
             StaleNotes,

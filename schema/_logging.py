@@ -18,7 +18,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 
-from schema.extensions.masking import is_unexpected
+from schema.extensions.masking import is_unexpected, request_error_code
 
 __all__ = ["GatewaySchema"]
 
@@ -34,5 +34,8 @@ class GatewaySchema(strawberry.Schema):
         for error in errors:
             if is_unexpected(error):
                 continue  # logged by the masking extension, traceback and all
-            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION")
+            code = (error.extensions or {}).get("code")
+            if code is None and execution_context is not None:
+                # Named as the client will see it: the code is added later.
+                code = request_error_code(execution_context)
             logger.info("graphql error %s at %s: %s", code, error.path, error.message)

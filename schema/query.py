@@ -53,18 +53,31 @@ class SystemRefInput:
     id: strawberry.ID
 
 
-def _email(value: str) -> str:
+def _email(value: str, argument: str = "email") -> str:
     email = normalize_email(value) if len(value) <= _MAX_EMAIL else None
     if email is None or any(ch.isspace() for ch in email):
-        raise bad_input("email is not a valid address", argument="email")
+        raise bad_input("email is not a valid address", argument=argument)
     return email
 
 
-def _anchor(info: Ctx, value: str) -> str:
+def _anchor(info: Ctx, value: str, argument: str = "id") -> str:
     try:
         return info.context.ids.decode(value)
     except InvalidCustomerId:
-        raise bad_input("id is not a customer id issued by this gateway", argument="id") from None
+        raise bad_input(
+            "id is not a customer id issued by this gateway", argument=argument
+        ) from None
+
+
+def _each(read: Callable[[str], str], values: list[str]) -> list[str | GraphQLError]:
+    """Each list item read on its own: a bad one is that item's error, not the list's."""
+    read_values: list[str | GraphQLError] = []
+    for value in values:
+        try:
+            read_values.append(read(value))
+        except GraphQLError as exc:
+            read_values.append(exc)
+    return read_values
 
 
 def _connector(info: Ctx, system: str, argument: str) -> Connector:
@@ -194,7 +207,10 @@ class Query:
         return await _by_anchor(info, f"r:{connector.name}:{record_id}", here)
 
     @strawberry.field(
-        description="Several customers, in input order; null where unknown.",
+        description=(
+            "Several customers, in input order; null where unknown, or where that id or "
+            "email is bad or its lookup failed (an error at that item's index)."
+        ),
         directives=[Auth(requires=[CUSTOMERS_READ])],
         extensions=[Guard()],
     )
@@ -213,17 +229,23 @@ class Query:
         if len(values) > limit:
             raise bad_input(f"at most {limit} customers per query", limit=limit, given=len(values))
         if ids is not None:
-            anchors = [_anchor(info, v) for v in values]
+            anchors = _each(lambda v: _anchor(info, v, "ids"), values)
         else:
-            anchors = ["e:" + _email(v) for v in values]
+            anchors = _each(lambda v: "e:" + _email(v, "emails"), values)
         # An exception as a list item becomes that item's own error (with its
-        # index in the path), so one failing customer does not void the list.
+        # index in the path), so one bad or failing customer does not void the list.
         here = info.path.as_list()
-        found = await asyncio.gather(
-            *(_by_anchor(info, a, [*here, i]) for i, a in enumerate(anchors)),
-            return_exceptions=True,
+        found = iter(
+            await asyncio.gather(
+                *(
+                    _by_anchor(info, a, [*here, i])
+                    for i, a in enumerate(anchors)
+                    if isinstance(a, str)
+                ),
+                return_exceptions=True,
+            )
         )
-        return [_item(r) for r in found]
+        return [_item(next(found) if isinstance(a, str) else a) for a in anchors]
 
     @strawberry.field(
         description=(

@@ -24,6 +24,7 @@ from gateway.policy import DEFAULT_POLICY
 from gateway.runtime import DEV_PRINCIPAL
 from schema._logging import GatewaySchema
 from schema.extensions import HardeningLimits, hardening_extensions, limits_from_mapping
+from schema.extensions.operations import OperationChoice
 from schema.query import Query
 
 LIMIT_CODES = {
@@ -454,6 +455,73 @@ async def test_each_error_is_logged_once_and_only_unexpected_ones_with_a_traceba
         ("c360.graphql", logging.ERROR, True),
     ]
     assert "BAD_USER_INPUT" in logged[0].getMessage()
+    # Logged under the code the client gets, though it is added after logging.
+    assert "GRAPHQL_VALIDATION_FAILED" in logged[1].getMessage()
+
+
+# -- request errors: every one coded, nothing executed -------------------------
+
+REQUEST_ERRORS = [
+    ("{ customer(", None, "GRAPHQL_PARSE_FAILED"),
+    ('{ customer(email: "a@x.io") { id ', None, "GRAPHQL_PARSE_FAILED"),
+    ("{ nope }", None, "GRAPHQL_VALIDATION_FAILED"),
+    ('{ customer(emial: "a@x.io") { id } }', None, "GRAPHQL_VALIDATION_FAILED"),
+    ("{ customer(email: 1) { id } }", None, "GRAPHQL_VALIDATION_FAILED"),
+    ("fragment A on Query { ...B } fragment B on Query { ...A } { ...A }", None,
+     "GRAPHQL_VALIDATION_FAILED"),
+    ("query($e: String) { customer(email: $e) { id } }", {"e": 5}, "BAD_USER_INPUT"),
+    ("query($r: SystemRefInput!) { customer(ref: $r) { id } }", {}, "BAD_USER_INPUT"),
+    ("query($r: SystemRefInput) { customer(ref: $r) { id } }", {"r": {"system": "x"}},
+     "BAD_USER_INPUT"),
+    ("query A { __typename } query B { __typename }", None, "OPERATION_NAME_REQUIRED"),
+    ('{ customer(email: "a@x.io") { id } } { __typename }', None, "OPERATION_NAME_REQUIRED"),
+    ("fragment F on Query { __typename }", None, "OPERATION_NOT_FOUND"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize(("query", "variables", "code"), REQUEST_ERRORS)
+async def test_request_errors_are_coded_and_run_nothing(
+    query: str, variables: dict[str, Any] | None, code: str, cached: bool
+) -> None:
+    schema = make_schema(cached=cached, extra=(OperationChoice,))
+    for _ in range(2):  # the second time from the caches, which share errors
+        result, context = await run(schema, query, variables)
+        assert context.touched == [], "a resolver ran for a refused request"
+        assert result.data is None
+        assert result.errors
+        assert {e.extensions["code"] for e in result.errors} == {code}  # type: ignore[index]
+        assert all(e.path is None for e in result.errors)
+
+
+async def test_validation_aborted_is_coded_too() -> None:
+    query = "{ " + " ".join(f"f{i}" for i in range(120)) + " }"
+    result, _ = await run(make_schema(cached=True), query)
+    messages = [e.message for e in result.errors or []]
+    assert messages[-1].endswith("Validation aborted.")
+    assert set(codes(result)) == {"GRAPHQL_VALIDATION_FAILED"}
+
+
+async def test_the_named_operation_runs_and_no_other() -> None:
+    schema = make_schema(extra=(OperationChoice,))
+    document = 'query A { __typename } query B { customer(email: "a@x.io") { id } }'
+    result = await schema.execute(document, operation_name="A", context_value=Tripwire())
+    assert result.data == {"__typename": "Query"}
+    result = await schema.execute(document, operation_name="C", context_value=Tripwire())
+    assert codes(result) == ["OPERATION_NOT_FOUND"]
+    assert result.errors[0].extensions["operations"] == ["A", "B"]  # type: ignore[index]
+    result, context = await run(schema, document)
+    assert codes(result) == ["OPERATION_NAME_REQUIRED"]
+    assert context.touched == []  # B was not run, and A was not guessed either
+
+
+async def test_one_unnamed_operation_needs_no_name() -> None:
+    schema = make_schema(extra=(OperationChoice,))
+    result, _ = await run(schema, "{ __typename } fragment F on Query { __typename }")
+    assert codes(result) == ["GRAPHQL_VALIDATION_FAILED"]  # F is never used
+    result, _ = await run(schema, "{ __typename }")
+    assert result.data == {"__typename": "Query"}
+    assert not result.errors
 
 
 class _BrokenExtension(SchemaExtension):
