@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strawberry.http import GraphQLRequestData
 
+import schema.errors
 from gateway._graphql_http import MAX_NESTING, is_json_body, negotiate, parse_body
 
 JSON = "application/json"
@@ -162,3 +164,24 @@ def test_a_long_accept_header_is_negotiated_too() -> None:
 )
 def test_json_bodies(content_type: str, ok: bool) -> None:
     assert is_json_body(content_type) is ok
+
+
+CODES = [
+    "BAD_REQUEST",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "NOT_ACCEPTABLE",
+    "REQUEST_TOO_LARGE",
+    "GRAPHQL_PARSE_FAILED",
+    "GRAPHQL_VALIDATION_FAILED",
+    "BAD_USER_INPUT",
+    "OPERATION_NAME_REQUIRED",
+    "OPERATION_NOT_FOUND",
+    "INTERNAL",
+]
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_every_request_error_code_is_documented(code: str) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"`{code}`" in readme
+    assert code in (schema.errors.__doc__ or "")
