@@ -18,17 +18,19 @@
     return;
   }
 
+  // Short lines: they fit the query editor in a laptop-sized window.
   var WELCOME = [
     "# c360 GraphiQL",
     "#",
-    "# Every request needs a bearer token: `c360 demo` prints one per role.",
-    "# Paste one into the Headers tab below as",
+    "# Every request needs a bearer token: c360 demo",
+    "# prints one per role. Paste one into the Headers",
+    "# tab below as",
     '#   {"Authorization": "Bearer <token>"}',
-    "# then run a query with Ctrl-Enter (or the play button), e.g.",
+    "# then run a query with Ctrl-Enter, e.g.",
+    '#   { customer(email: "...") { name email } }',
     "#",
-    '#   { customer(email: "...") { name email sources { system id } } }',
-    "#",
-    "# The docs and Ctrl-Space completion load once a valid token is there.",
+    "# The docs and Ctrl-Space completion load once",
+    "# a valid token is there.",
     "",
   ].join("\n");
 
