@@ -28,13 +28,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-__all__ = ["ASSET_PATH", "PAGE_CSP", "GraphiQLPage"]
+__all__ = ["GraphiQLPage"]
 
-ASSET_PATH = "/graphiql"
+_ASSET_PATH = "/graphiql"
 
 # Styles may be inline: GraphiQL's dialogs and menus add <style> elements at run
 # time. Fonts are data: URLs inside graphiql.min.css.
-PAGE_CSP = "; ".join(
+_PAGE_CSP = "; ".join(
     (
         "default-src 'none'",
         "script-src 'self'",
@@ -111,7 +111,7 @@ class GraphiQLPage:
         return HTMLResponse(
             self.html,
             headers={
-                "content-security-policy": PAGE_CSP,
+                "content-security-policy": _PAGE_CSP,
                 "cache-control": _REVALIDATE,
                 "referrer-policy": "no-referrer",
                 **_NOSNIFF,
@@ -128,4 +128,4 @@ class GraphiQLPage:
         return Response(asset.body, media_type=asset.media_type, headers=headers)
 
     def routes(self) -> list[Route]:
-        return [Route(f"{ASSET_PATH}/{{name}}", self.asset, methods=["GET"])]
+        return [Route(f"{_ASSET_PATH}/{{name}}", self.asset, methods=["GET"])]
