@@ -12,7 +12,13 @@ A connector's ``resilience:`` section overrides the defaults of its vendor
           backoff: {initial: 0.1, max: 2.0}
           retry_after_max: 5         # longest vendor Retry-After a call waits out (once, in at
                                      # most half its time left); longer ones fail at once
-          breaker: {failures: 5, open_for: 30}
+          breaker:
+            failures: 5              # failed calls in a row that open it
+            open_for: 2              # first open period; each lasts a random 1-2.5x of this,
+            open_max: 10             # doubling after each failed probe, never past open_max
+            stall_after: 1           # a call counts as failed once the vendor has answered
+                                     # nothing for this long (or 4x its slowest recent answer,
+                                     # if longer) while it waits; false = only by its timeout
           bulkhead: 10               # calls in flight to this vendor at once
           rate_limit: {per_minute: 200, burst: 10}   # vendor calls (chunks, pages); false = none
           merge_max_keys: 100        # other requests' keys one call may carry; 0 = none
@@ -41,7 +47,9 @@ class ResiliencePolicy:
     backoff_max: float = 2.0
     retry_after_max: float = 5.0
     breaker_failures: int = 5
-    breaker_open_for: float = 30.0
+    breaker_open_for: float = 2.0
+    breaker_open_max: float = 10.0
+    breaker_stall_after: float | None = 1.0
     bulkhead: int = 10
     rate_per_second: float | None = None
     rate_burst: int = 1
@@ -57,6 +65,14 @@ class ResiliencePolicy:
             (self.retry_after_max >= 0, "retry_after_max must be >= 0"),
             (self.breaker_failures >= 1, "breaker.failures must be >= 1"),
             (self.breaker_open_for > 0, "breaker.open_for must be > 0"),
+            (
+                self.breaker_open_max >= self.breaker_open_for,
+                "breaker.open_max must be >= breaker.open_for",
+            ),
+            (
+                self.breaker_stall_after is None or self.breaker_stall_after > 0,
+                "breaker.stall_after must be > 0",
+            ),
             (self.bulkhead >= 1, "bulkhead must be >= 1"),
             (self.rate_per_second is None or self.rate_per_second > 0, "rate_limit must be > 0"),
             (self.rate_burst >= 1, "rate_limit.burst must be >= 1"),
@@ -142,6 +158,25 @@ def _rate_limit(value: Any, where: str, base: ResiliencePolicy) -> dict[str, Any
     return changes
 
 
+def _breaker(value: Any, where: str, base: ResiliencePolicy) -> dict[str, Any]:
+    section = _mapping(value, where, {"failures", "open_for", "open_max", "stall_after"})
+    changes: dict[str, Any] = {}
+    if "failures" in section:
+        changes["breaker_failures"] = _integer(section["failures"], f"{where}.failures")
+    for key in ("open_for", "open_max"):
+        if key in section:
+            changes[f"breaker_{key}"] = _number(section[key], f"{where}.{key}")
+    if "open_for" in section and "open_max" not in section:
+        # A longer first period alone (an older config's `open_for: 30`) is not an error.
+        changes["breaker_open_max"] = max(base.breaker_open_max, changes["breaker_open_for"])
+    if "stall_after" in section:
+        stall = section["stall_after"]
+        changes["breaker_stall_after"] = (
+            None if stall is False else _number(stall, f"{where}.stall_after")
+        )
+    return changes
+
+
 def policy_from_mapping(
     raw: Mapping[str, Any], *, vendor: str | None = None, where: str = "connector"
 ) -> ResiliencePolicy:
@@ -171,11 +206,7 @@ def policy_from_mapping(
     if "retry_after_max" in section:
         changes["retry_after_max"] = _number(section["retry_after_max"], f"{path}.retry_after_max")
     if "breaker" in section:
-        breaker = _mapping(section["breaker"], f"{path}.breaker", {"failures", "open_for"})
-        if "failures" in breaker:
-            changes["breaker_failures"] = _integer(breaker["failures"], f"{path}.breaker.failures")
-        if "open_for" in breaker:
-            changes["breaker_open_for"] = _number(breaker["open_for"], f"{path}.breaker.open_for")
+        changes.update(_breaker(section["breaker"], f"{path}.breaker", base))
     if "bulkhead" in section:
         changes["bulkhead"] = _integer(section["bulkhead"], f"{path}.bulkhead")
     if "merge_max_keys" in section:

@@ -93,6 +93,7 @@ from gateway._inflight import InFlight, WaitExpired
 from gateway._merge import Batch, Merger, sealed
 from gateway._resilience_policy import VENDOR_POLICIES, ResiliencePolicy, policy_from_mapping
 from gateway._retry import retry_after_failure
+from gateway._stall import Call, Live, StallWatch
 from gateway._upstream_log import log_failure
 from gateway.config import Settings
 from gateway.upstream import RequestScope, UpstreamCall, direct_call
@@ -120,6 +121,8 @@ EVENTS = frozenset(
         "merge",  # a call joined another request's batch for the same method
         "dedup",  # a call joined an identical call already in flight
         "short_circuit",  # refused at once: the breaker is open
+        "stall",  # the vendor said nothing for the stall bound while a call waited: a failure
+        "cut",  # a call in flight was ended because its breaker opened
         "breaker_open",
         "breaker_half_open",
         "breaker_closed",
@@ -156,6 +159,7 @@ class _Guard:
     bulkhead: asyncio.Semaphore
     limiter: AsyncLimiter | None
     cooldown: Cooldown
+    watch: StallWatch
 
 
 class _Patience:
@@ -187,6 +191,11 @@ def _retryable(exc: BaseException) -> bool:
         and exc.retryable
         and not isinstance(exc, _QueuedTooLong | _CoolingDown)
     )
+
+
+def _heard(exc: UpstreamError) -> bool:
+    """Whether the vendor said something (a status, a body) before ``exc``."""
+    return exc.status is not None and not isinstance(exc, _CoolingDown)
 
 
 def _cooling_down(source: str, left: float) -> _CoolingDown:
@@ -268,6 +277,9 @@ class Resilience:
                 self._emit(source, "deadline")
                 raise _QueuedTooLong(f"{source}: the request deadline had passed", source=source)
             guard = self._guard(source)
+            if guard.breaker.refuses():
+                # Before merging and sharing: an open breaker costs a caller nothing more.
+                raise self._refused(source, guard.breaker)
             if guard.cooldown.remaining():
                 # Fail now rather than after merging, when this caller may not wait.
                 self._cooldown_wait(guard, source, scope.deadline, _Patience())
@@ -362,22 +374,28 @@ class Resilience:
         breaker = guard.breaker
         admission = breaker.admit()
         if admission is Admission.REFUSED:
-            self._emit(source, "short_circuit")
-            raise UpstreamCircuitOpen(
-                f"{source} is failing; calls resume after a successful probe",
-                source=source,
-                retry_after=breaker.retry_after(),
-            )
+            raise self._refused(source, breaker)
+        call = Call(admission)
         verdict = Verdict.NEUTRAL
         try:
-            found = await self._attempts(guard, connector, method, keys, scope)
+            found = await self._attempts(guard, call, connector, method, keys, scope)
             verdict = Verdict.HEALTHY
             return found
         except UpstreamError as exc:
             verdict = _verdict(exc)
             raise
         finally:
-            breaker.record(admission, verdict)
+            # A stall counted this call already; an answer after it still counts.
+            if not call.judged or verdict is Verdict.HEALTHY:
+                breaker.record(admission, verdict)
+
+    def _refused(self, source: str, breaker: CircuitBreaker) -> UpstreamCircuitOpen:
+        self._emit(source, "short_circuit")
+        return UpstreamCircuitOpen(
+            f"{source} is failing; calls resume after a successful probe",
+            source=source,
+            retry_after=breaker.retry_after(),
+        )
 
     async def _queue(
         self,
@@ -427,6 +445,7 @@ class Resilience:
     async def _attempts(
         self,
         guard: _Guard,
+        call: Call,
         connector: Connector,
         method: str,
         keys: Sequence[str],
@@ -436,7 +455,7 @@ class Resilience:
         # The first attempt runs bare: almost every call succeeds at once, and
         # the retry machinery is only worth building once one did not.
         try:
-            return await self._attempt(guard, patience, connector, method, keys, scope)
+            return await self._attempt(guard, call, patience, connector, method, keys, scope)
         except UpstreamError as exc:
             if not _retryable(exc):
                 raise
@@ -445,19 +464,20 @@ class Resilience:
         breaker = guard.breaker
         return await retry_after_failure(
             first,
-            partial(self._attempt, guard, patience, connector, method, keys, scope),
+            partial(self._attempt, guard, call, patience, connector, method, keys, scope),
             guard.policy,
             deadline=scope.deadline,
             retryable=_retryable,
             # Other calls' failures may open the breaker meanwhile; and a probe
             # (breaker half-open) asks one question of a recovering vendor.
-            give_up=lambda: breaker.state is not BreakerState.CLOSED,
+            give_up=lambda: not breaker.closed,
             on_retry=partial(self._emit, connector.name, "retry"),
         )
 
     async def _attempt(
         self,
         guard: _Guard,
+        call: Call,
         patience: _Patience,
         connector: Connector,
         method: str,
@@ -476,33 +496,68 @@ class Resilience:
             except BaseException:
                 bulkhead.release()
                 raise
+            if call.admission is Admission.NORMAL and not guard.breaker.closed:
+                # The breaker opened while this call queued or backed off.
+                bulkhead.release()
+                raise self._refused(source, guard.breaker)
             if not cooldown.remaining():
                 break
             # A 429 arrived while this call queued: back to the gate, slot given back.
             bulkhead.release()
         try:
-            until, by_deadline = self._bound(guard, scope)
-            gate = call_gate.set(_Gate(source, cooldown, guard.limiter, self._emit))
-            sent = cooldown.now()
-            try:
-                found = await self._by(
-                    until,
-                    self._inner(connector, method, keys, scope),
-                    source,
-                    "deadline" if by_deadline else "timeout",
-                    UpstreamTimeout,
-                    f"{source} did not answer in time",
-                )
-            except UpstreamRateLimited as exc:
-                if exc.retry_after is not None and not isinstance(exc, _CoolingDown):
-                    cooldown.refused(sent, exc.retry_after)
-                raise
-            finally:
-                call_gate.reset(gate)
-            cooldown.accepted(sent)
-            return found
+            return await self._send(guard, call, connector, method, keys, scope)
         finally:
             bulkhead.release()
+
+    async def _send(
+        self,
+        guard: _Guard,
+        call: Call,
+        connector: Connector,
+        method: str,
+        keys: Sequence[str],
+        scope: RequestScope,
+    ) -> Mapping[str, Any]:
+        """One call to the vendor, bounded by the attempt's timeout, watched for a stall."""
+        source = connector.name
+        cooldown = guard.cooldown
+        watch = guard.watch
+        until, by_deadline = self._bound(guard, scope)
+        gate = call_gate.set(_Gate(source, cooldown, guard.limiter, self._emit))
+        sent = cooldown.now()
+        timeout = asyncio.timeout_at(until)
+        live: Live | None = None
+        try:
+            async with timeout:
+                doublings = guard.breaker.failed_probes if call.admission is Admission.PROBE else 0
+                live = watch.begin(call, timeout, until, doublings)
+                found = await self._inner(connector, method, keys, scope)
+            watch.answered(asyncio.get_running_loop().time() - live.started)
+        except TimeoutError as exc:
+            if not timeout.expired():
+                raise
+            if live is not None and live.cut:
+                event = "cut"
+            else:
+                event = "deadline" if by_deadline else "timeout"
+            self._emit(source, event)
+            raise UpstreamTimeout(f"{source} did not answer in time", source=source) from exc
+        except UpstreamError as exc:
+            if _heard(exc):
+                watch.answered(None)
+            if (
+                isinstance(exc, UpstreamRateLimited)
+                and exc.retry_after is not None
+                and not isinstance(exc, _CoolingDown)
+            ):
+                cooldown.refused(sent, exc.retry_after)
+            raise
+        finally:
+            if live is not None:
+                watch.end(live)
+            call_gate.reset(gate)
+        cooldown.accepted(sent)
+        return found
 
     async def _slot(self, guard: _Guard, source: str, scope: RequestScope) -> None:
         bulkhead = guard.bulkhead
@@ -569,18 +624,31 @@ class Resilience:
                 breaker=CircuitBreaker(
                     threshold=policy.breaker_failures,
                     open_for=policy.breaker_open_for,
+                    open_max=policy.breaker_open_max,
                     clock=self._clock,
                     on_change=partial(self._breaker_changed, source),
                 ),
                 bulkhead=asyncio.Semaphore(policy.bulkhead),
                 limiter=limiter,
                 cooldown=Cooldown(self._clock),
+                watch=StallWatch(policy.breaker_stall_after, partial(self._stalled, source)),
             )
             self._guards[source] = guard
         return guard
 
     def _breaker_changed(self, source: str, state: BreakerState) -> None:
         self._emit(source, f"breaker_{state.value}")
+        if state is BreakerState.OPEN:
+            # Given up on: nobody waits for it any longer, and the slots come free.
+            self._guards[source].watch.cut()
+
+    def _stalled(self, source: str, live: Live) -> None:
+        self._emit(source, "stall")
+        call = live.call
+        if call.judged:
+            return
+        call.judged = True
+        self._guards[source].breaker.record(call.admission, Verdict.FAILED)
 
     def _emit(self, source: str, event: str) -> None:
         if self._observer is None:

@@ -271,7 +271,8 @@ async def test_a_call_after_the_deadline_never_reaches_the_vendor():
 
 # --- circuit breaker -------------------------------------------------------
 
-BREAKER = ResiliencePolicy(attempts=1, breaker_failures=3, breaker_open_for=30)
+# open_max = open_for: every open period is exactly 30 s, whatever the jitter draws.
+BREAKER = ResiliencePolicy(attempts=1, breaker_failures=3, breaker_open_for=30, breaker_open_max=30)
 
 
 async def open_breaker(layer, upstream):
@@ -335,7 +336,7 @@ async def test_a_failed_probe_reopens_the_breaker_and_is_not_retried():
             await call(layer)
     calls_before_probe = len(upstream.calls)
     assert calls_before_probe == 9  # closed: each call was retried
-    clock.value += policy.breaker_open_for
+    clock.value += policy.breaker_open_max
     with pytest.raises(UpstreamUnavailable):
         await call(layer)
     assert len(upstream.calls) == calls_before_probe + 1
@@ -647,6 +648,15 @@ def test_a_resilience_section_overrides_the_vendor_defaults():
         ({"backoff": {"min": 1}}, "resilience.backoff: unknown key(s) ['min']"),
         ({"breaker": 5}, "resilience.breaker must be a mapping"),
         ({"breaker": {"failures": 0}}, "breaker.failures must be >= 1"),
+        ({"breaker": {"open_for": 0}}, "breaker.open_for must be > 0"),
+        (
+            {"breaker": {"open_for": 5, "open_max": 4}},
+            "connectors.crm.resilience.breaker.open_max must be >= breaker.open_for",
+        ),
+        ({"breaker": {"stall_after": 0}}, "resilience.breaker.stall_after must be > 0"),
+        ({"breaker": {"stall_after": True}}, "breaker.stall_after must be a number"),
+        ({"breaker": {"stall_after": "1s"}}, "breaker.stall_after must be a number"),
+        ({"breaker": {"probe_after": 1}}, "resilience.breaker: unknown key(s) ['probe_after']"),
         ({"bulkhead": 0}, "bulkhead must be >= 1"),
         ({"rate_limit": {"per_second": 1, "per_minute": 60}}, "not both"),
         ({"rate_limit": {"burst": 3}}, "rate_limit needs per_second or per_minute"),
@@ -660,6 +670,21 @@ def test_bad_resilience_settings_are_config_errors(section, fragment):
     with pytest.raises(ConfigError) as caught:
         policy_from_mapping({"resilience": section}, where="connectors.crm")
     assert fragment in str(caught.value)
+
+
+def test_breaker_settings():
+    policy = policy_from_mapping(
+        {"resilience": {"breaker": {"open_for": 1, "open_max": 60, "stall_after": 2.5}}}
+    )
+    assert (policy.breaker_open_for, policy.breaker_open_max) == (1, 60)
+    assert policy.breaker_stall_after == 2.5
+    off = policy_from_mapping({"resilience": {"breaker": {"stall_after": False}}})
+    assert off.breaker_stall_after is None
+    # An older config's long first period alone stays valid: every period is that long.
+    old = policy_from_mapping({"resilience": {"breaker": {"open_for": 30}}})
+    assert (old.breaker_open_for, old.breaker_open_max) == (30, 30)
+    short = policy_from_mapping({"resilience": {"breaker": {"open_for": 1}}})
+    assert (short.breaker_open_for, short.breaker_open_max) == (1, 10)
 
 
 def test_policies_come_from_the_settings_per_connector():

@@ -1,0 +1,151 @@
+"""Hang detection for one source: the calls in flight, and how long the vendor has been silent.
+
+A vendor that hangs raises nothing: each call only fails when its timeout or
+its request's deadline ends it, seconds later, and until the breaker has
+counted enough of those every request waits that long. :class:`StallWatch`
+judges sooner. A call *stalls* once the vendor has answered nothing -- not
+this call, nor any other of the source -- for the stall bound:
+``stall_after``, or four times the slowest of the source's last 32 answers
+when that is longer (a vendor that is slow by nature is not hanging). A
+stalled call counts as a failed call for the breaker at once (the call
+itself goes on waiting, within its own bounds, and may still be answered).
+A probe after failed probes gets a longer bound each time (doubled, up to
+8x), so a vendor that has become slower than its history can still close
+the breaker.
+Calls that overlap an answer are not stalled: a long call among answered
+ones is a big batch, not a hang.
+
+Until the source has answered once there is no slowest answer to go by, so
+nothing stalls: its timeouts alone judge it.
+
+When the breaker opens, :meth:`StallWatch.cut` ends every call in flight at
+once: nobody waits for a source the gateway has given up on, and their
+bulkhead slots come free. No exceptions of its own: the resilience layer
+turns a cut into :class:`~connectors.sdk.UpstreamTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway._breaker import Admission
+
+__all__ = ["Call", "Live", "StallWatch"]
+
+#: A stall is this many times the slowest recent answer, at least.
+_FACTOR = 4.0
+#: Answers remembered for "the slowest recent answer".
+_WINDOW = 32
+#: A probe after failed ones may wait up to 2**this times the bound.
+_PROBE_DOUBLINGS = 3
+#: A call found stalled is looked at again this much later before it counts: a
+#: loop that was busy fires its timers before it hands over the answers that
+#: arrived meanwhile, and those must not be mistaken for silence.
+_SETTLE = 0.05
+
+
+@dataclass(slots=True)
+class Call:
+    """One call through the breaker (all its attempts): how it was admitted and
+    whether a stall already counted it, so its end does not count it twice."""
+
+    admission: Admission
+    judged: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Live:
+    """One attempt waiting for the vendor."""
+
+    call: Call
+    timeout: asyncio.Timeout
+    started: float
+    cut: bool = False
+    check: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class StallWatch:
+    """``stall_after`` None: nothing stalls. ``on_stall(live)`` runs on the loop."""
+
+    __slots__ = ("_answered_at", "_live", "_on_stall", "_recent", "_slowest", "_stall_after")
+
+    def __init__(self, stall_after: float | None, on_stall: Callable[[Live], None]) -> None:
+        self._stall_after = stall_after
+        self._on_stall = on_stall
+        self._recent: deque[float] = deque(maxlen=_WINDOW)
+        self._slowest = 0.0
+        self._answered_at = -math.inf
+        self._live: set[Live] = set()
+
+    def bound(self, doublings: int = 0) -> float | None:
+        """Seconds of silence that stall a call; None while nothing can stall.
+
+        ``doublings``: a probe after failed ones waits longer each time, so a
+        vendor that has become slower than its history is not judged hung forever.
+        """
+        if self._stall_after is None or not self._recent:
+            return None
+        floor = max(self._stall_after, _FACTOR * self._slowest)
+        return floor * 2.0 ** min(doublings, _PROBE_DOUBLINGS)
+
+    def begin(self, call: Call, timeout: asyncio.Timeout, until: float, doublings: int) -> Live:
+        """``timeout`` (entered) bounds the attempt at ``until`` (loop time)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        live = Live(call, timeout, now)
+        self._live.add(live)
+        bound = self.bound(doublings)
+        if bound is not None and now + bound < until:
+            live.check = loop.call_at(now + bound, self._check, live, bound)
+        return live
+
+    def end(self, live: Live) -> None:
+        self._live.discard(live)
+        if live.check is not None:
+            live.check.cancel()
+            live.check = None
+
+    def answered(self, took: float | None) -> None:
+        """The vendor answered a call (``took`` seconds, for a success; a
+        failure it answered, such as a 5xx, says only that it is not silent)."""
+        self._answered_at = asyncio.get_running_loop().time()
+        if took is None:
+            return
+        recent = self._recent
+        if len(recent) == recent.maxlen and recent[0] >= self._slowest:
+            recent.append(took)
+            self._slowest = max(recent)
+        else:
+            recent.append(took)
+            self._slowest = max(self._slowest, took)
+
+    def cut(self) -> int:
+        """End every call in flight now; how many were cut."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        cut = 0
+        for live in self._live:
+            # One whose own bound fired already is ending anyway.
+            if not live.cut and not live.timeout.expired():
+                live.cut = True
+                live.timeout.reschedule(now)
+                cut += 1
+        return cut
+
+    def _check(self, live: Live, bound: float, settled: bool = False) -> None:
+        live.check = None
+        if live not in self._live:
+            return
+        due = max(live.started, self._answered_at) + bound
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now < due:  # the vendor answered meanwhile: silent since then?
+            live.check = loop.call_at(due, self._check, live, bound)
+        elif not settled:
+            live.check = loop.call_at(now + _SETTLE, self._check, live, bound, True)
+        else:
+            self._on_stall(live)
