@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +23,7 @@ from starlette.applications import Starlette
 from connectors.sdk.errors import ConfigurationError
 from connectors.sdk.sandbox import SandboxState, World, create_combined_app, parse_faults
 from gateway.config import ConfigError, load_document, load_settings
-from gateway.demo import SANDBOX_VENDORS, sandbox_settings
+from gateway.demo import SANDBOX_VENDORS
 
 __all__ = ["main", "serve_factory"]
 
@@ -41,16 +40,52 @@ class _SandboxServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _bounded(kind: type[int] | type[float], low: float, high: float) -> Any:
+    """An argparse type: a number in [low, high], else argparse's one-line usage error."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+_PORT = _bounded(int, 1, 65535)
+
+
 def _world_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--customers", type=int, default=1000, help="people in the world (default 1000)"
+        "--customers",
+        type=_bounded(int, 1, 1_000_000),
+        default=1000,
+        metavar="N",
+        help="people in the seeded world (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=42, help="world seed (default 42)")
     parser.add_argument(
-        "--latency-ms", type=float, default=0.0, help="added to every vendor response"
+        "--seed",
+        type=int,
+        default=42,
+        metavar="S",
+        help="world seed; the same N and S give the same world (default: %(default)s)",
     )
     parser.add_argument(
-        "--faults", default="{}", help='fault knobs as JSON, e.g. \'{"stripe": {"status": 500}}\''
+        "--latency-ms",
+        type=_bounded(float, 0, 60_000),
+        default=0.0,
+        metavar="L",
+        help="milliseconds added to every vendor response (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--faults",
+        default="{}",
+        metavar="JSON",
+        help="faults per vendor at start, as POST /_sandbox/faults takes them, e.g. "
+        '\'{"stripe": {"status": 500}}\' (default: none)',
     )
 
 
@@ -75,88 +110,11 @@ def _sandbox_server(app: Starlette, state: SandboxState, host: str, port: int) -
     return _SandboxServer(config, state)
 
 
-EXAMPLE_QUERY = """query Customer360($email: String!) {
-  customer(email: $email) {
-    id name email phone
-    sources { system id url updatedAt }
-    account { id name industry parent { id name } }
-    tickets { id subject status priority createdAt updatedAt }
-    subscriptions { id status plan amount currency interval currentPeriodEnd }
-    invoices { id status amountDue amountPaid currency createdAt }
-    marketing { status lists { id name status } consents { channel status updatedAt } }
-  }
-}"""
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.app import create_app
-    from gateway.auth import BUILTIN_ROLES, AuthSettings
-    from gateway.issuer import DevIssuer
+    from gateway._demo_cli import run_demo
 
     sandbox_app, state = _sandbox_app(args)
-    sandbox_url = f"http://{args.host}:{args.sandbox_port}"
-    issuer_url = f"http://{args.host}:{args.issuer_port}"
-    issuer = DevIssuer(issuer_url)
-    gateway_url = f"http://{args.host}:{args.port}"
-    # The sandbox's /_sandbox/mutate delivers signed webhooks to this gateway,
-    # so live invalidation can be tried end to end.
-    secrets_by_vendor = {v: secrets.token_urlsafe(24) for v in SANDBOX_VENDORS}
-    for vendor, secret in secrets_by_vendor.items():
-        os.environ[f"C360_DEMO_WEBHOOK_SECRET_{vendor.upper()}"] = secret
-    state.mutations.set_webhooks(
-        {
-            vendor: {
-                "url": f"{gateway_url}/webhooks/{vendor}"
-                + (f"/{secret}" if vendor == "mailchimp" else ""),
-                "secret": secret,
-            }
-            for vendor, secret in secrets_by_vendor.items()
-        }
-    )
-    settings = sandbox_settings(
-        sandbox_url,
-        webhook_secrets={v: f"env:C360_DEMO_WEBHOOK_SECRET_{v.upper()}" for v in SANDBOX_VENDORS},
-    )
-    gateway_app = create_app(
-        settings,
-        redis_url=args.redis_url,
-        auth=AuthSettings(issuer=issuer_url, audience=("c360",)),
-        hardened=args.hardened,
-    )
-    example = next(p for p in state.world.people if p.in_all and p.tickets)
-    url = f"http://{args.host}:{args.port}/graphql"
-    tokens = {
-        role: issuer.mint_token(role, mfa=role in ("billing_admin", "admin"), ttl=12 * 3600)
-        for role in BUILTIN_ROLES
-    }
-    body = {"query": EXAMPLE_QUERY.replace("\n", " "), "variables": {"email": example.email}}
-    mode = "hardened (no GraphiQL, no introspection)" if args.hardened else "GraphiQL on"
-    print(
-        f"c360 demo, {mode}\n"
-        f"  GraphQL:   {url}\n"
-        f"  sandbox:   {sandbox_url}  (stats: {sandbox_url}/_sandbox/stats, "
-        f"answer key: {sandbox_url}/_sandbox/customers)\n"
-        f"  issuer:    {issuer_url}  (c360 token --role R --issuer {issuer_url})\n"
-        f"  metrics:   http://{args.host}:{args.port}/metrics\n"
-        f"  audit:     {settings.raw['audit']['path']}\n\n"
-        f"Tokens (send as 'Authorization: Bearer <token>'; in GraphiQL, the Headers tab):\n"
-        + "".join(f"  {role}: {token}\n" for role, token in tokens.items())
-        + f"\nExample: a customer in all four systems ({example.email}):\n\n"
-        f"{EXAMPLE_QUERY}\n\nvariables: {json.dumps({'email': example.email})}\n\n"
-        f"curl -s {url} -H 'content-type: application/json' "
-        f"-H 'authorization: Bearer {tokens['admin']}' -d '{json.dumps(body)}'\n",
-        flush=True,
-    )
-
-    async def run() -> None:
-        await asyncio.gather(
-            _sandbox_server(sandbox_app, state, args.host, args.sandbox_port).serve(),
-            _server(issuer.app, args.host, args.issuer_port).serve(),
-            _server(gateway_app, args.host, args.port).serve(),
-        )
-
-    asyncio.run(run())
-    return 0
+    return run_demo(args, sandbox_app, state)
 
 
 def serve_factory() -> Starlette:
@@ -169,8 +127,10 @@ def serve_factory() -> Starlette:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway._preflight import preflight
+
     try:
-        load_settings(args.config)  # validate once, before any worker starts
+        preflight(args.config, redis_url=args.redis_url)  # once, before any worker starts
     except ConfigError as exc:
         print(f"c360 serve: {exc}", file=sys.stderr)
         return 2
@@ -236,30 +196,88 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c360", description="customer-360 GraphQL gateway")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="sandboxes + gateway in one process, with GraphiQL")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--sandbox-port", type=int, default=8700)
-    demo.add_argument("--issuer-port", type=int, default=8701)
-    demo.add_argument(
-        "--hardened", action="store_true", help="every production protection on, as in c360 serve"
+    demo = sub.add_parser(
+        "demo",
+        help="sandboxes + token issuer + gateway in one process, with GraphiQL",
+        description="The gateway over the built-in vendor sandboxes, with a development token "
+        "issuer, GraphiQL and fixed, public development keys. Ports left out are the "
+        "conventional ones when free, else any free port.",
     )
-    demo.add_argument("--redis-url", help="share the record cache through Redis (default: memory)")
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="address every server listens on (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--port",
+        type=_PORT,
+        help="the gateway's port (default: 8000, or a free port if 8000 is taken)",
+    )
+    demo.add_argument(
+        "--sandbox-port",
+        type=_PORT,
+        help="the vendor sandboxes' port (default: 8700, or a free port if taken)",
+    )
+    demo.add_argument(
+        "--issuer-port",
+        type=_PORT,
+        help="the development token issuer's port (default: the sandbox port + 1, "
+        "or a free port if taken)",
+    )
+    demo.add_argument(
+        "--hardened",
+        action="store_true",
+        help="every production protection on, as in c360 serve: no GraphiQL, no "
+        "introspection, query limits (default: off)",
+    )
+    demo.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share the record cache through Redis at URL (default: in memory)",
+    )
     _world_args(demo)
     demo.set_defaults(func=_cmd_demo)
 
-    serve = sub.add_parser("serve", help="run the gateway against configured upstreams")
-    serve.add_argument("--config", required=True)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--redis-url", help="overrides cache.redis_url in the config")
-    serve.add_argument("--log-level", default="warning")
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway against the vendors a config file names",
+        description="Run the gateway against the vendors CONFIG names. C360_ID_KEY and "
+        "audit.key are required: every process must share them.",
+    )
+    serve.add_argument(
+        "--config", required=True, metavar="FILE", help="the gateway's YAML config (required)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument("--port", type=_PORT, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=_bounded(int, 1, 256),
+        default=1,
+        metavar="W",
+        help="gateway processes sharing the port (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis for the cache and webhooks; overrides cache.redis_url (default: the config's)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level (default: %(default)s)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
-    sandbox = sub.add_parser("sandbox", help="serve every vendor sandbox on one port")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8700)
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="serve every vendor sandbox on one port",
+        description="The four vendor sandboxes over one seeded world, on one port.",
+    )
+    sandbox.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    sandbox.add_argument("--port", type=_PORT, default=8700, help="port (default: %(default)s)")
     _world_args(sandbox)
     sandbox.set_defaults(func=_cmd_sandbox)
 
@@ -275,7 +293,9 @@ def _parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=_cmd_schema)
     roles = sub.add_parser("roles", help="what every role gets on every guarded field")
     roles.add_argument(
-        "--config", help="the gateway config whose policy to show (default: built-in)"
+        "--config",
+        metavar="FILE",
+        help="the gateway config whose policy to show (default: the built-in roles)",
     )
     roles.set_defaults(func=_cmd_roles)
     return parser

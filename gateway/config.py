@@ -16,7 +16,11 @@ it, only references to where they are::
 
 A credential is ``env:NAME`` (read from the environment) or ``file:PATH``
 (read from a secrets file, e.g. a mounted Kubernetes secret). The customer-id
-key comes from ``C360_ID_KEY`` (urlsafe base64 of 32/48/64 bytes).
+key comes from ``C360_ID_KEY`` (urlsafe base64 of 32/48/64 bytes); it also keys
+search cursors and, unless ``cache.key_secret`` is set, cache keys, so every
+gateway process must have the same one: ``c360 serve`` refuses to start
+without it (:func:`require_id_key`). Programmatic settings without it get a
+random key of their own (``id_key_is_ephemeral``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "Settings",
     "load_document",
     "load_settings",
+    "require_id_key",
     "resolve_secret",
     "settings_from_mapping",
 ]
@@ -89,6 +94,21 @@ def resolve_secret(reference: str, *, where: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read secrets file {target}") from exc
     raise ConfigError(f"{where}: a credential must be 'env:NAME' or 'file:PATH', not a literal")
+
+
+_MISSING_ID_KEY = (
+    "C360_ID_KEY is not set: every gateway process must have the same one (it keys customer "
+    "ids, search cursors and cache keys); make one with "
+    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` and set it in the "
+    "environment of every gateway process"
+)
+
+
+def require_id_key(settings: Settings) -> None:
+    """Refuse a key only this process has: ids and cursors it issued would be
+    refused by every other process, and by itself after a restart."""
+    if settings.id_key_is_ephemeral:
+        raise ConfigError(_MISSING_ID_KEY)
 
 
 def _id_key(raw: str | None) -> tuple[bytes, bool]:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from connectors.sdk import ConnectorSettings
 from connectors.sdk.sandbox import SANDBOX_CREDENTIALS
+from connectors.sdk.world import World, WorldPerson
 from gateway.audit import AuditKey
 from gateway.config import ConnectorConfig, Settings, TransportName
 
-__all__ = ["DEMO_AUDIT_KEY_TEXT", "SANDBOX_VENDORS", "sandbox_settings"]
+__all__ = ["DEMO_AUDIT_KEY_TEXT", "SANDBOX_VENDORS", "example_customer", "sandbox_settings"]
 
 SANDBOX_VENDORS = ("salesforce", "zendesk", "stripe", "mailchimp")
 # A fixed, public key: demo customer ids stay the same across restarts. Never
@@ -76,3 +77,24 @@ def sandbox_settings(
         graphiql=graphiql,
         max_customers=max_customers,
     )
+
+
+def example_customer(world: World) -> WorldPerson:
+    """The customer the demo shows first: the first person with the fullest
+    clean profile -- in all four systems with no seeded anomaly, an account,
+    tickets, an active subscription with paid invoices, marketing lists -- so
+    the same world always shows the same person, and every field has data."""
+
+    def fullness(p: WorldPerson) -> tuple[bool, ...]:
+        subscriptions = [s for b in p.billing for s in b.subscriptions]
+        return (
+            p.in_all,
+            not p.anomalies,
+            p.org is not None,
+            bool(p.tickets),
+            any(s.status == "active" for s in subscriptions),
+            any(i.status == "paid" for b in p.billing for i in b.invoices),
+            len(p.memberships) > 1,
+        )
+
+    return max(world.people, key=fullness)  # max keeps the first of equals

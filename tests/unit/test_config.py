@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 
-from gateway.config import ConfigError, load_settings, settings_from_mapping
+from gateway.config import ConfigError, load_settings, require_id_key, settings_from_mapping
 
 
 def _conn(**extra):
@@ -49,6 +53,22 @@ def test_id_key(tmp_path):
     assert not s.id_key_is_ephemeral and len(s.id_key) == 32
     with pytest.raises(ConfigError, match="32, 48 or 64"):
         settings_from_mapping(_conn(), env={"C360_ID_KEY": "abcd"})
+
+
+def test_serving_requires_an_id_key_and_says_how_to_make_one():
+    with pytest.raises(ConfigError) as info:
+        require_id_key(settings_from_mapping(_conn(), env={}))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("C360_ID_KEY is not set: ")
+    assert "customer ids, search cursors and cache keys" in message
+    # The command in the message makes a key the setting takes.
+    [command] = re.findall(r"`([^`]+)`", message)
+    assert command.startswith("python3 -c ")
+    code = command.split("-c ", 1)[1].strip("'")
+    key = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    settings = settings_from_mapping(_conn(), env={"C360_ID_KEY": key.stdout.strip()})
+    require_id_key(settings)
+    assert len(settings.id_key) == 32
 
 
 def test_yaml_file_errors(tmp_path):
