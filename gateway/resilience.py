@@ -16,12 +16,21 @@ DataLoader batch, outermost first::
 - dedup: identical in-flight calls (connector, method, same keys) share one
   upstream call, also across requests.
 - breaker: after ``breaker_failures`` failed calls in a row the source is cut
-  off for ``breaker_open_for`` seconds (:class:`UpstreamCircuitOpen`, no
-  upstream call), then one probe call decides. Only failures that mean the
-  vendor is unhealthy count: timeouts, 5xx and connection errors. A 4xx means
-  the vendor answered (healthy); a 429 counts neither way, because the
-  cooldown deals with it and an open breaker would only turn "slow down" into
-  "down".
+  off (:class:`UpstreamCircuitOpen`, no upstream call) for a short random
+  period -- ``breaker_open_for`` times 1 to 2.5, doubled after each failed
+  probe, at most ``breaker_open_max`` -- then one probe call decides
+  (:mod:`gateway._breaker`). An open breaker is checked first, before
+  merging, sharing or queueing: a refused call costs nothing else. Only
+  failures that mean the vendor is unhealthy count: timeouts, stalls, 5xx and
+  connection errors. A 4xx means the vendor answered (healthy); a 429 counts
+  neither way, because the cooldown deals with it and an open breaker would
+  only turn "slow down" into "down".
+- stall: a hanging vendor raises nothing until timeouts end its calls, so a
+  call also counts as failed the moment the vendor has answered nothing for
+  ``breaker_stall_after`` (or 4x its slowest recent answer)
+  (:mod:`gateway._stall`). When the breaker opens, every call of that source
+  still waiting is cut at once: its callers stop waiting, its slot comes
+  free, and calls that queued behind it are refused instead of sent.
 - retry: only :class:`UpstreamError` with ``retryable`` (every call here is a
   batch read, so idempotent), full-jitter exponential backoff, never past the
   deadline, and no more once the breaker has left "closed". A probe is never
@@ -48,9 +57,10 @@ DataLoader batch, outermost first::
 
 No wait anywhere outlives the request deadline: queueing for a slot or a
 token is bounded by it (and by ``timeout``) too, so a hanging vendor costs a
-query its deadline and no more, and its own fields only. A caller whose
-deadline ends while its connector cools down hears that it was rate limited,
-never that the vendor timed out. Every failure a caller sees is one log line
+query its deadline at most, and its own fields only; once its breaker opens
+(about one stall bound into a hang, under load) it costs no wait at all. A
+caller whose deadline ends while its connector cools down hears that it was
+rate limited, never that the vendor timed out. Every failure a caller sees is one log line
 (:mod:`gateway._upstream_log`), each caller of a shared call with its own
 request id. Libraries: tenacity for retries (:mod:`gateway._retry`),
 aiolimiter for the rate limit; the breaker is :mod:`gateway._breaker` (why:
@@ -63,6 +73,9 @@ Errors raised here (besides the connectors' own)::
     UpstreamRateLimited
     └── _CoolingDown        refused without a call: the vendor's Retry-After has not passed
     UpstreamCircuitOpen     the breaker is open
+
+(A call cut because its breaker opened is an ``UpstreamTimeout``: the vendor
+did not answer in time.)
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ available by name.
 Before every HTTP call, the client awaits :data:`call_gate` when it is set:
 the gateway meters vendor calls there (one batch may take several calls, one
 per chunk or page), so that a rate limit counts what the vendor counts.
+
+Every call the client makes is a read, so one the server drops before any
+answer -- closed or reset, most often a pooled keep-alive connection it had
+just closed (an idle timeout, a restart) -- is sent again, once, over a new
+connection: the other pooled ones likely went idle at the same time. The
+observer hears of it as outcome ``stale_connection``. A timeout, a refused
+connection or an answer broken off mid-body is not sent again here.
 """
 
 from __future__ import annotations
@@ -82,17 +89,59 @@ class RequestObserver(Protocol):
 def make_transport(
     name: TransportName = "aiohttp", *, max_connections: int = 100
 ) -> httpx.AsyncBaseTransport:
+    """A pooled transport that can also send a request over a connection of its own."""
+    if name not in ("aiohttp", "httpcore"):
+        raise ValueError(f"unknown transport {name!r}: expected 'aiohttp' or 'httpcore'")
+    return _Pooled(name, max_connections)
+
+
+def _transport(name: TransportName, max_connections: int, *, keep_alive: bool) -> Any:
     limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections if keep_alive else 0,
     )
     if name == "httpcore":
         return httpx.AsyncHTTPTransport(limits=limits)
-    if name == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+    from httpx_aiohttp import AiohttpTransport
 
-        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits)
-        return transport
-    raise ValueError(f"unknown transport {name!r}: expected 'aiohttp' or 'httpcore'")
+    if keep_alive:
+        return AiohttpTransport(limits=limits)
+    import aiohttp
+
+    # httpx-aiohttp passes no "never reuse" on to aiohttp: a session of its own says it.
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            ssl=httpx.create_ssl_context(), force_close=True, limit=max_connections
+        )
+        return aiohttp.ClientSession(connector=connector)
+
+    return AiohttpTransport(client=session)
+
+
+class _Pooled(httpx.AsyncBaseTransport):
+    """``name``'s pooled transport, and a second one that never reuses a
+    connection (built when first needed) for :meth:`send_fresh`."""
+
+    def __init__(self, name: TransportName, max_connections: int) -> None:
+        self._name = name
+        self._max = max_connections
+        self._pool: httpx.AsyncBaseTransport = _transport(name, max_connections, keep_alive=True)
+        self._fresh: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool.handle_async_request(request)
+
+    async def send_fresh(self, request: httpx.Request) -> httpx.Response:
+        if self._fresh is None:
+            self._fresh = _transport(self._name, self._max, keep_alive=False)
+        return await self._fresh.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        try:
+            await self._pool.aclose()
+        finally:
+            if self._fresh is not None:
+                await self._fresh.aclose()
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -233,13 +282,15 @@ class VendorClient:
             extensions=self._extensions,
         )
 
-    async def _send(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+    async def _send(
+        self, request: httpx.Request, dropped: Callable[[], None]
+    ) -> tuple[httpx.Response, bytes]:
         # Straight to the transport: AsyncClient's per-call machinery (URL
         # re-merging, cookie jar, redirects, event hooks) cost about as much
         # CPU as the HTTP exchange itself (bench/REPORT.md), and vendor APIs
         # need none of it. Auth still runs as an httpx.Auth flow.
         if self._auth is None:
-            response = await self._transport.handle_async_request(request)
+            response = await self._exchange(request, dropped)
             return response, await _read(response)
         flow = self._auth.async_auth_flow(request)
         # The caller passed the gate for the first request; a flow's own
@@ -252,7 +303,7 @@ class VendorClient:
                 if gate is not None and not first:
                     await gate()
                 first = False
-                response = await self._transport.handle_async_request(request)
+                response = await self._exchange(request, dropped)
                 body = await _read(response)
                 try:
                     request = await flow.asend(response)
@@ -262,6 +313,22 @@ class VendorClient:
             # A flow left suspended by a failed send may hold a lock (a token
             # refresh in progress): close it now, not whenever it is collected.
             await flow.aclose()
+
+    async def _exchange(
+        self, request: httpx.Request, dropped: Callable[[], None]
+    ) -> httpx.Response:
+        """``request``'s response (headers; the body is still to be read), sent
+        again over a new connection if the server dropped it without an answer."""
+        transport = self._transport
+        try:
+            return await transport.handle_async_request(request)
+        except httpx.TransportError as exc:
+            if not _dropped(exc):
+                raise
+        dropped()
+        if isinstance(transport, _Pooled):
+            return await transport.send_fresh(request)
+        return await transport.handle_async_request(request)
 
     async def request_json(
         self,
@@ -279,12 +346,20 @@ class VendorClient:
             await gate()
         started = time.perf_counter()
         outcome = "ok"
+
+        def dropped() -> None:
+            nonlocal started
+            if self._observer is not None:
+                now = time.perf_counter()
+                self._observer(self.source, operation, "stale_connection", now - started)
+                started = now
+
         try:
             try:
                 request = self.build_request(
                     method, url, params=params, json_body=json_body, form=form
                 )
-                response, body = await self._send(request)
+                response, body = await self._send(request, dropped)
             except httpx.TimeoutException as exc:
                 if not _is_timeout(exc):
                     raise UpstreamUnavailable(
@@ -407,6 +482,23 @@ async def _read(response: httpx.Response) -> bytes:
         # A body that breaks off mid-way must still give its connection back.
         await response.aclose()
         raise
+
+
+def _dropped(exc: httpx.TransportError) -> bool:
+    """Whether the server closed or reset the connection before any answer.
+
+    httpcore says so with RemoteProtocolError ("disconnected without sending
+    a response"), ReadError or WriteError (a reset); httpx-aiohttp maps
+    aiohttp's ServerDisconnectedError and ClientOSError to ConnectTimeout --
+    and a refused connection too, which is not a dropped request.
+    """
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return True
+    if not isinstance(exc, httpx.ConnectTimeout) or _is_timeout(exc):
+        return False
+    from aiohttp import ClientConnectorError  # only httpx-aiohttp raises these
+
+    return not isinstance(exc.__cause__, ClientConnectorError)
 
 
 def _is_timeout(exc: httpx.TimeoutException) -> bool:
