@@ -1,80 +1,207 @@
-"""`c360 demo` is one command: sandboxes + gateway, and the email it prints works."""
+"""`c360 demo` is one command: sandboxes + issuer + gateway. It prints its
+banner only once every server listens, takes the ports it is given or fails in
+one line, and the example it prints (and every example in the README) works."""
 
 from __future__ import annotations
 
 import json
+import os
+import queue
 import re
+import signal
+import socket
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from connectors.sdk.testing.server import free_port
-from tests.servers import wait_ready
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def test_demo_serves_a_full_profile_for_the_email_it_prints():
-    port, sandbox_port, issuer_port = free_port(), free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--sandbox-port",
-            str(sandbox_port),
-            "--issuer-port",
-            str(issuer_port),
-            "--customers",
-            "200",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("variables:"):
-                break
-        printed = "".join(lines)
-        assert f"http://127.0.0.1:{port}/graphql" in printed
-        assert f"http://127.0.0.1:{sandbox_port}" in printed
-        variables = json.loads(printed.rsplit("variables:", 1)[1])
-        query = re.search(r"(query Customer360.*?\n})", printed, re.S).group(1)
-        wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
-        tokens = dict(re.findall(r"^  (\w+): (ey[\w.-]+)$", printed, re.M))
-        assert set(tokens) >= {"support_agent", "marketing", "billing_admin", "admin"}
-        anonymous = httpx.post(
-            f"http://127.0.0.1:{port}/graphql", json={"query": query, "variables": variables}
-        )
-        assert anonymous.status_code == 401
-        body = httpx.post(
-            f"http://127.0.0.1:{port}/graphql",
+
+@dataclass
+class Demo:
+    proc: subprocess.Popen[str]
+    banner: str
+
+    def url(self, name: str) -> str:
+        found = re.search(rf"^  {name}:\s+(http://\S+?)(?:/graphql)?(?:\s|$)", self.banner, re.M)
+        assert found, (name, self.banner)
+        return found.group(1)
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        return dict(re.findall(r"^  (\w+): (ey[\w.-]+)$", self.banner, re.M))
+
+    def gql(self, query: str, role: str = "admin", **variables: Any) -> dict[str, Any]:
+        answer = httpx.post(
+            f"{self.url('GraphQL')}/graphql",
             json={"query": query, "variables": variables},
-            headers={"authorization": f"Bearer {tokens['admin']}"},
-        ).json()
-        assert "errors" not in body
+            headers={"authorization": f"Bearer {self.tokens[role]}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+
+def _lines(stream: Any, into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+@contextmanager
+def demo(*args: str, command: list[str] | None = None, cwd: Path = ROOT) -> Iterator[Demo]:
+    """The demo (or ``command``, e.g. make) in its own process group; yields once
+    the banner is read up to its last line (the example's curl)."""
+    argv = command or [sys.executable, "-m", "gateway.cli", "demo", *args]
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    try:
+        banner = []
+        while not banner or not banner[-1].startswith("curl "):
+            line = lines.get(timeout=90)
+            assert line is not None, f"the demo ended: {''.join(banner)}{proc.stderr.read()}"
+            banner.append(line)
+        yield Demo(proc, "".join(banner))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        reader.join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _listening(sock: socket.socket) -> socket.socket:
+    sock.listen()
+    return sock
+
+
+def _taken() -> socket.socket:
+    """A port some other program listens on."""
+    return _listening(socket.create_server(("127.0.0.1", 0)))
+
+
+def _pair() -> tuple[int, socket.socket]:
+    """A free port P and a listening socket on P + 1."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            return port, _listening(socket.create_server(("127.0.0.1", port + 1)))
+        except OSError:
+            continue
+    raise AssertionError("no free pair of ports")
+
+
+EXAMPLE_CHECK = """query($email: String!) { customer(email: $email) {
+  email sources { system } account { name } tickets { id }
+  subscriptions { status } invoices { status subscriptionId: id }
+  marketing { lists { id } } } }"""
+
+
+def test_the_banner_comes_once_every_server_listens_and_its_example_works():
+    with demo("--port", str(free_port()), "--customers", "200") as d:
+        # Right after the banner, each server answers at the first try.
+        assert httpx.get(f"{d.url('GraphQL')}/healthz").status_code == 200
+        assert httpx.get(f"{d.url('sandbox')}/_sandbox/stats").status_code == 200
+        issuer = d.url("issuer")
+        assert httpx.get(f"{issuer}/.well-known/openid-configuration").json()["issuer"] == issuer
+        assert set(d.tokens) >= {"support_agent", "marketing", "billing_admin", "admin"}
+        assert "fixed, public development keys" in d.banner
+        printed = d.banner
+        variables = json.loads(printed.rsplit("variables:", 1)[1].split("\n\n")[0])
+        query = re.search(r"(query Customer360.*?\n})", printed, re.S).group(1)
+        graphql = f"{d.url('GraphQL')}/graphql"
+        anonymous = httpx.post(graphql, json={"query": query, "variables": variables})
+        assert anonymous.status_code == 401
+        body = d.gql(query, **variables)
+        assert "errors" not in body, body
         customer = body["data"]["customer"]
         assert customer["email"] == variables["email"]
         assert {s["system"] for s in customer["sources"]} == {
-            "salesforce",
-            "zendesk",
-            "stripe",
-            "mailchimp",
-        }
-        assert customer["tickets"] and customer["marketing"]["lists"]
-        ide = httpx.get(f"http://127.0.0.1:{port}/graphql", headers={"accept": "text/html"})
+            "salesforce", "zendesk", "stripe", "mailchimp"
+        }  # fmt: skip
+        # A full, consistent profile: an account, tickets, lists, an active
+        # subscription with its paid invoices, nothing owed.
+        assert customer["account"]["name"] and customer["tickets"]
+        assert customer["marketing"]["lists"]
+        assert {s["status"] for s in customer["subscriptions"]} == {"active"}
+        assert customer["invoices"] and "paid" in {i["status"] for i in customer["invoices"]}
+        assert not {"open", "uncollectible"} & {i["status"] for i in customer["invoices"]}
+        ide = httpx.get(graphql, headers={"accept": "text/html"})
         assert ide.status_code == 200 and "graphiql" in ide.text.lower()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        proc.stdout.close()
+
+
+def test_a_named_port_that_is_taken_is_one_line_and_exit_2():
+    with _taken() as held:
+        port = held.getsockname()[1]
+        for flag in ("--port", "--sandbox-port", "--issuer-port"):
+            done = subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "demo", flag, str(port)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 2
+            assert done.stdout == ""  # no banner, no tokens
+            assert done.stderr == (
+                f"c360 demo: port {port} is in use ({flag} {port}); "
+                f"name another, or leave {flag} out to use a free one\n"
+            )
+
+
+def test_the_issuer_follows_the_sandbox_port_or_takes_a_free_one():
+    sandbox, held = _pair()
+    with held:
+        args = ("--port", str(free_port()), "--sandbox-port", str(sandbox), "--customers", "50")
+        with demo(*args) as d:
+            # sandbox + 1 is taken: another port, which answers.
+            issuer = d.url("issuer")
+            assert issuer != f"http://127.0.0.1:{sandbox + 1}"
+            assert httpx.get(f"{issuer}/jwks.json").status_code == 200
+            assert d.gql("{ __typename }")["data"] == {"__typename": "Query"}
+    with demo("--port", str(free_port()), "--sandbox-port", str(sandbox), "--customers", "50") as d:
+        assert d.url("issuer") == f"http://127.0.0.1:{sandbox + 1}"
+
+
+def test_ctrl_c_stops_every_server_quietly():
+    with demo("--port", str(free_port()), "--customers", "50") as d:
+        urls = [f"{d.url('GraphQL')}/healthz", f"{d.url('sandbox')}/_sandbox/stats"]
+        d.proc.send_signal(signal.SIGINT)
+        assert d.proc.wait(timeout=20) == 0
+        assert "Traceback" not in d.proc.stderr.read()
+        for url in urls:
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(url)
+
+
+def test_make_demo_takes_its_ports():
+    port, sandbox, issuer = free_port(), free_port(), free_port()
+    venv = Path(sys.executable).parent.parent
+    # The demo target as written; only the install step is taken as done.
+    command = ["make", "--no-print-directory", "-o", f"{venv}/bin/c360", f"VENV={venv}", "demo",
+               f"PORT={port}", f"SANDBOX_PORT={sandbox}", f"ISSUER_PORT={issuer}"]  # fmt: skip
+    with demo(command=command) as d:
+        assert d.url("GraphQL") == f"http://127.0.0.1:{port}"
+        assert d.url("sandbox") == f"http://127.0.0.1:{sandbox}"
+        assert d.url("issuer") == f"http://127.0.0.1:{issuer}"
+        assert "errors" not in d.gql("{ __typename }")
