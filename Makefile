@@ -15,7 +15,7 @@ OIDC := tests/oidc
 # Each missing prerequisite is one line saying what to install.
 $(BIN)/c360: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
-	  echo "make: c360 needs Python >= 3.11, and $(PYTHON) is $$($(PYTHON) --version 2>&1 || echo missing): install one (or run make PYTHON=python3.12)" >&2; exit 1; }
+	  echo "make: c360 needs Python >= 3.11, and $(PYTHON) is $$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo missing): install one (or run make PYTHON=python3.12)" >&2; exit 1; }
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
 	  echo "make: $(PYTHON) cannot make a virtualenv: install its venv module (Debian: apt-get install python3-venv)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
