@@ -155,6 +155,17 @@ class CircuitBreaker:
             if self._failures >= self._threshold:
                 self._open()
 
+    def trip(self, admission: Admission) -> None:
+        """A failure that decides alone (the vendor went silent): open now.
+
+        A probe's trip is its failure; a call admitted while closed opens a
+        breaker that is still closed, whatever the count.
+        """
+        if admission is Admission.PROBE:
+            self.record(admission, Verdict.FAILED)
+        elif admission is Admission.NORMAL and self._state is BreakerState.CLOSED:
+            self._open()
+
     def _open(self) -> None:
         self._failures = 0
         base = self._open_for * 2.0 ** min(self._failed_probes, _MAX_DOUBLINGS)

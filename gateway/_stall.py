@@ -4,16 +4,15 @@ A vendor that hangs raises nothing: each call only fails when its timeout or
 its request's deadline ends it, seconds later, and until the breaker has
 counted enough of those every request waits that long. :class:`StallWatch`
 judges sooner. A call *stalls* once the vendor has answered nothing -- not
-this call, nor any other of the source -- for the stall bound:
-``stall_after``, or four times the slowest of the source's last 32 answers
-when that is longer (a vendor that is slow by nature is not hanging). A
-stalled call counts as a failed call for the breaker at once (the call
-itself goes on waiting, within its own bounds, and may still be answered).
-A probe after failed probes gets a longer bound each time (doubled, up to
-8x), so a vendor that has become slower than its history can still close
-the breaker.
-Calls that overlap an answer are not stalled: a long call among answered
-ones is a big batch, not a hang.
+this call, no page or chunk of it, nor any other call of the source -- for
+the stall bound: ``stall_after``, or four times the slowest of the source's
+last 32 answers when that is longer (a vendor that is slow by nature is not
+hanging). That is not one failed call but the whole vendor silent for longer
+than it takes to answer, so the resilience layer opens the breaker at once,
+whatever its failure count. Calls that overlap an answer do not stall: a long
+call among answered ones is a big batch, not a hang. A probe after failed
+probes gets a longer bound each time (doubled, up to 8x), so a vendor that
+has become slower than its history can still close the breaker.
 
 Until the source has answered once there is no slowest answer to go by, so
 nothing stalls: its timeouts alone judge it.
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 
 from gateway._breaker import Admission
 
-__all__ = ["Call", "Live", "StallWatch"]
+__all__ = ["Live", "StallWatch"]
 
 #: A stall is this many times the slowest recent answer, at least.
 _FACTOR = 4.0
@@ -48,20 +47,11 @@ _PROBE_DOUBLINGS = 3
 _SETTLE = 0.05
 
 
-@dataclass(slots=True)
-class Call:
-    """One call through the breaker (all its attempts): how it was admitted and
-    whether a stall already counted it, so its end does not count it twice."""
-
-    admission: Admission
-    judged: bool = False
-
-
 @dataclass(slots=True, eq=False)
 class Live:
     """One attempt waiting for the vendor."""
 
-    call: Call
+    admission: Admission
     timeout: asyncio.Timeout
     started: float
     cut: bool = False
@@ -92,11 +82,13 @@ class StallWatch:
         floor = max(self._stall_after, _FACTOR * self._slowest)
         return floor * 2.0 ** min(doublings, _PROBE_DOUBLINGS)
 
-    def begin(self, call: Call, timeout: asyncio.Timeout, until: float, doublings: int) -> Live:
+    def begin(
+        self, admission: Admission, timeout: asyncio.Timeout, until: float, doublings: int
+    ) -> Live:
         """``timeout`` (entered) bounds the attempt at ``until`` (loop time)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        live = Live(call, timeout, now)
+        live = Live(admission, timeout, now)
         self._live.add(live)
         bound = self.bound(doublings)
         if bound is not None and now + bound < until:

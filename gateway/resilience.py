@@ -21,16 +21,17 @@ DataLoader batch, outermost first::
   probe, at most ``breaker_open_max`` -- then one probe call decides
   (:mod:`gateway._breaker`). An open breaker is checked first, before
   merging, sharing or queueing: a refused call costs nothing else. Only
-  failures that mean the vendor is unhealthy count: timeouts, stalls, 5xx and
+  failures that mean the vendor is unhealthy count: timeouts, 5xx and
   connection errors. A 4xx means the vendor answered (healthy); a 429 counts
   neither way, because the cooldown deals with it and an open breaker would
   only turn "slow down" into "down".
-- stall: a hanging vendor raises nothing until timeouts end its calls, so a
-  call also counts as failed the moment the vendor has answered nothing for
-  ``breaker_stall_after`` (or 4x its slowest recent answer)
-  (:mod:`gateway._stall`). When the breaker opens, every call of that source
-  still waiting is cut at once: its callers stop waiting, its slot comes
-  free, and calls that queued behind it are refused instead of sent.
+- stall: a hanging vendor raises nothing until timeouts end its calls, so
+  the breaker also opens -- at once, whatever its count -- when a call has
+  waited ``breaker_stall_after`` (or 4x the vendor's slowest recent answer)
+  with the vendor answering nothing at all, no page, no other call
+  (:mod:`gateway._stall`). When the breaker opens, for any reason, every call
+  of that source still waiting is cut: its callers stop waiting, its slot
+  comes free, and calls that queued behind it are refused instead of sent.
 - retry: only :class:`UpstreamError` with ``retryable`` (every call here is a
   batch read, so idempotent), full-jitter exponential backoff, never past the
   deadline, and no more once the breaker has left "closed". A probe is never
@@ -106,7 +107,7 @@ from gateway._inflight import InFlight, WaitExpired
 from gateway._merge import Batch, Merger, sealed
 from gateway._resilience_policy import VENDOR_POLICIES, ResiliencePolicy, policy_from_mapping
 from gateway._retry import retry_after_failure
-from gateway._stall import Call, Live, StallWatch
+from gateway._stall import Live, StallWatch
 from gateway._upstream_log import log_failure
 from gateway.config import Settings
 from gateway.upstream import RequestScope, UpstreamCall, direct_call
@@ -218,9 +219,10 @@ def _cooling_down(source: str, left: float) -> _CoolingDown:
 class _Gate:
     """One attempt's vendor calls: the first was let through by the attempt
     (cooldown checked, token taken); each further one (another chunk or page)
-    is refused during a cooldown and takes its own token."""
+    is refused during a cooldown and takes its own token. Each answer is news
+    for the stall watch."""
 
-    __slots__ = ("_cooldown", "_emit", "_limiter", "_prepaid", "_source")
+    __slots__ = ("_cooldown", "_emit", "_limiter", "_prepaid", "_source", "_watch")
 
     def __init__(
         self,
@@ -228,12 +230,18 @@ class _Gate:
         cooldown: Cooldown,
         limiter: AsyncLimiter | None,
         emit: Callable[[str, str], None],
+        watch: StallWatch,
     ) -> None:
         self._source = source
         self._cooldown = cooldown
         self._limiter = limiter
         self._emit = emit
+        self._watch = watch
         self._prepaid = True
+
+    def answered(self) -> None:
+        """The vendor answered one HTTP call (a chunk or page of the batch): not silent."""
+        self._watch.answered(None)
 
     async def __call__(self) -> None:
         if self._prepaid:
@@ -388,19 +396,16 @@ class Resilience:
         admission = breaker.admit()
         if admission is Admission.REFUSED:
             raise self._refused(source, breaker)
-        call = Call(admission)
         verdict = Verdict.NEUTRAL
         try:
-            found = await self._attempts(guard, call, connector, method, keys, scope)
+            found = await self._attempts(guard, admission, connector, method, keys, scope)
             verdict = Verdict.HEALTHY
             return found
         except UpstreamError as exc:
             verdict = _verdict(exc)
             raise
         finally:
-            # A stall counted this call already; an answer after it still counts.
-            if not call.judged or verdict is Verdict.HEALTHY:
-                breaker.record(admission, verdict)
+            breaker.record(admission, verdict)
 
     def _refused(self, source: str, breaker: CircuitBreaker) -> UpstreamCircuitOpen:
         self._emit(source, "short_circuit")
@@ -458,7 +463,7 @@ class Resilience:
     async def _attempts(
         self,
         guard: _Guard,
-        call: Call,
+        admission: Admission,
         connector: Connector,
         method: str,
         keys: Sequence[str],
@@ -468,7 +473,7 @@ class Resilience:
         # The first attempt runs bare: almost every call succeeds at once, and
         # the retry machinery is only worth building once one did not.
         try:
-            return await self._attempt(guard, call, patience, connector, method, keys, scope)
+            return await self._attempt(guard, admission, patience, connector, method, keys, scope)
         except UpstreamError as exc:
             if not _retryable(exc):
                 raise
@@ -477,7 +482,7 @@ class Resilience:
         breaker = guard.breaker
         return await retry_after_failure(
             first,
-            partial(self._attempt, guard, call, patience, connector, method, keys, scope),
+            partial(self._attempt, guard, admission, patience, connector, method, keys, scope),
             guard.policy,
             deadline=scope.deadline,
             retryable=_retryable,
@@ -490,7 +495,7 @@ class Resilience:
     async def _attempt(
         self,
         guard: _Guard,
-        call: Call,
+        admission: Admission,
         patience: _Patience,
         connector: Connector,
         method: str,
@@ -509,7 +514,7 @@ class Resilience:
             except BaseException:
                 bulkhead.release()
                 raise
-            if call.admission is Admission.NORMAL and not guard.breaker.closed:
+            if admission is Admission.NORMAL and not guard.breaker.closed:
                 # The breaker opened while this call queued or backed off.
                 bulkhead.release()
                 raise self._refused(source, guard.breaker)
@@ -518,14 +523,14 @@ class Resilience:
             # A 429 arrived while this call queued: back to the gate, slot given back.
             bulkhead.release()
         try:
-            return await self._send(guard, call, connector, method, keys, scope)
+            return await self._send(guard, admission, connector, method, keys, scope)
         finally:
             bulkhead.release()
 
     async def _send(
         self,
         guard: _Guard,
-        call: Call,
+        admission: Admission,
         connector: Connector,
         method: str,
         keys: Sequence[str],
@@ -536,14 +541,14 @@ class Resilience:
         cooldown = guard.cooldown
         watch = guard.watch
         until, by_deadline = self._bound(guard, scope)
-        gate = call_gate.set(_Gate(source, cooldown, guard.limiter, self._emit))
+        gate = call_gate.set(_Gate(source, cooldown, guard.limiter, self._emit, watch))
         sent = cooldown.now()
         timeout = asyncio.timeout_at(until)
         live: Live | None = None
         try:
             async with timeout:
-                doublings = guard.breaker.failed_probes if call.admission is Admission.PROBE else 0
-                live = watch.begin(call, timeout, until, doublings)
+                doublings = guard.breaker.failed_probes if admission is Admission.PROBE else 0
+                live = watch.begin(admission, timeout, until, doublings)
                 found = await self._inner(connector, method, keys, scope)
             watch.answered(asyncio.get_running_loop().time() - live.started)
         except TimeoutError as exc:
@@ -657,11 +662,9 @@ class Resilience:
 
     def _stalled(self, source: str, live: Live) -> None:
         self._emit(source, "stall")
-        call = live.call
-        if call.judged:
-            return
-        call.judged = True
-        self._guards[source].breaker.record(call.admission, Verdict.FAILED)
+        # Not one failed call: the vendor as a whole has said nothing for
+        # longer than it ever takes to answer. Open now (cutting every call).
+        self._guards[source].breaker.trip(live.admission)
 
     def _emit(self, source: str, event: str) -> None:
         if self._observer is None:

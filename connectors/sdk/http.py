@@ -71,7 +71,9 @@ Params = Mapping[str, str | int | Sequence[str]]
 #: Awaited before each HTTP request a :class:`VendorClient` sends (auth flows'
 #: own requests included), when set. A context variable, so it follows the
 #: call into the tasks a connector starts for its chunks; whoever sets it
-#: bounds the wait (the gateway: the attempt's timeout).
+#: bounds the wait (the gateway: the attempt's timeout). A gate with an
+#: ``answered()`` method is told of each response (any status), once its body
+#: is read: the gateway's sign that the vendor is not hanging.
 call_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
     "c360_call_gate", default=None
 )
@@ -360,6 +362,8 @@ class VendorClient:
                     method, url, params=params, json_body=json_body, form=form
                 )
                 response, body = await self._send(request, dropped)
+                if gate is not None and (answered := getattr(gate, "answered", None)):
+                    answered()
             except httpx.TimeoutException as exc:
                 if not _is_timeout(exc):
                     raise UpstreamUnavailable(

@@ -147,3 +147,16 @@ def test_neutral_probe_frees_the_probe_slot():
     b.record(Admission.PROBE, Verdict.NEUTRAL)
     assert b.state is BreakerState.HALF_OPEN
     assert b.admit() is Admission.PROBE
+
+
+def test_a_trip_opens_a_closed_breaker_whatever_the_count():
+    clock = Clock()
+    b = breaker(clock, jitter=low, threshold=1000)
+    b.trip(Admission.NORMAL)
+    assert b.state is BreakerState.OPEN and b.retry_after() == 2.0
+    b.trip(Admission.NORMAL)  # a call admitted before it opened: old news
+    assert b.retry_after() == 2.0 and b.failed_probes == 0
+    clock.value += 2.0
+    assert b.admit() is Admission.PROBE
+    b.trip(Admission.PROBE)  # the probe went silent: a failed probe
+    assert b.failed_probes == 1 and b.retry_after() == 4.0

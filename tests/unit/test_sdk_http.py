@@ -171,3 +171,37 @@ async def test_every_call_and_page_passes_the_call_gate_first():
     await client.aclose()
     assert len(pages) == 3
     assert log == ["call /one"] + ["gate", "call /p"] * 3 + ["gate", "call /two"]
+
+
+async def test_a_gate_that_listens_hears_of_every_answer_even_an_error():
+    log: list[str] = []
+
+    def handler(request):
+        log.append(f"call {request.url.path}")
+        return httpx.Response(503 if request.url.path == "/down" else 200, json={})
+
+    class Gate:
+        async def __call__(self):
+            log.append("gate")
+
+        def answered(self):
+            log.append("answered")
+
+    def refused(request):
+        raise httpx.ConnectError("refused")
+
+    client = _client(handler)
+    token = call_gate.set(Gate())
+    try:
+        await client.get_json("/up", operation="op")
+        with pytest.raises(UpstreamUnavailable):
+            await client.get_json("/down", operation="op")
+        unreachable = _client(refused)
+        with pytest.raises(UpstreamUnavailable):
+            await unreachable.get_json("/x", operation="op")
+    finally:
+        call_gate.reset(token)
+    await client.aclose()
+    await unreachable.aclose()
+    # A refused connection is no answer: the vendor said nothing.
+    assert log == ["gate", "call /up", "answered", "gate", "call /down", "answered", "gate"]
