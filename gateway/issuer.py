@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from gateway.auth import BUILTIN_ROLES, DEFAULT_ROLE_SCOPES
 
-__all__ = ["DevIssuer", "fetch_token", "token_main"]
+__all__ = ["DevIssuer", "fetch_token", "token_main", "token_parser"]
 
 Algorithm = Literal["RS256", "ES256"]
 _DISCOVERY = "/.well-known/openid-configuration"
@@ -290,19 +290,32 @@ def fetch_token(
         return str(answer.json()["access_token"])
 
 
-def token_main(argv: Sequence[str] | None = None) -> int:
-    """``c360 token --role R [--mfa] [--gateway URL | --issuer URL]``: print one token."""
+def token_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c360 token", description=token_main.__doc__)
-    parser.add_argument("--role", required=True, choices=BUILTIN_ROLES)
-    parser.add_argument("--mfa", action="store_true", help="as if signed in with a second factor")
-    parser.add_argument("--subject", help="the token's sub (default dev-<role>)")
-    parser.add_argument("--ttl", type=int, help="lifetime in seconds (default 3600)")
+    parser.add_argument(
+        "--role",
+        required=True,
+        choices=BUILTIN_ROLES,
+        help=f"the built-in role the token carries (required): {', '.join(BUILTIN_ROLES)}",
+    )
+    parser.add_argument(
+        "--mfa", action="store_true", help="as if signed in with a second factor (default: off)"
+    )
+    parser.add_argument("--subject", help="the token's sub (default: dev-<role>)")
+    parser.add_argument("--ttl", type=int, help="lifetime in seconds (default: 3600)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--gateway", default="http://127.0.0.1:8000", help="a running `c360 demo` gateway"
+        "--gateway",
+        default="http://127.0.0.1:8000",
+        help="a running `c360 demo` gateway, which names its issuer (default: %(default)s)",
     )
-    where.add_argument("--issuer", help="the dev issuer's URL itself")
-    args = parser.parse_args(argv)
+    where.add_argument("--issuer", help="the dev issuer's URL itself (default: ask --gateway)")
+    return parser
+
+
+def token_main(argv: Sequence[str] | None = None) -> int:
+    """``c360 token --role R [--mfa] [--gateway URL | --issuer URL]``: print one token."""
+    args = token_parser().parse_args(argv)
     try:
         token = fetch_token(
             args.role,

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from connectors.sdk.testing.server import free_port
+from tests.servers import gateway_process, sandbox_process
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +206,71 @@ def test_make_demo_takes_its_ports():
         assert d.url("sandbox") == f"http://127.0.0.1:{sandbox}"
         assert d.url("issuer") == f"http://127.0.0.1:{issuer}"
         assert "errors" not in d.gql("{ __typename }")
+
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README, re.S | re.M)
+
+
+def _has_data(value: Any) -> bool:
+    if isinstance(value, dict) and "edges" in value:
+        return bool(value["edges"]) and all(_has_data(e["node"]) for e in value["edges"])
+    if isinstance(value, list):
+        return bool(value) and all(_has_data(v) for v in value)
+    return value is not None
+
+
+def test_every_readme_example_returns_data_in_the_demo_world():
+    queries = _blocks("graphql")
+    assert len(queries) >= 2
+    # Each lookup the README's table shows with a value is one of the examples run.
+    for expression in re.findall(r"^\| `(\w+\([^`]*:[^`]*\))`", README, re.M):
+        given = re.split(r",? ?\w+: …|…|\.\.\.", expression)[0]  # up to a placeholder
+        assert any(given in q for q in queries), expression
+    with demo("--port", str(free_port())) as d:  # the world `make demo` serves
+        email = json.loads(d.banner.rsplit("variables:", 1)[1].split("\n\n")[0])["email"]
+        assert f'$email: String! = "{email}"' in queries[0]  # the example the demo prints
+        for query in queries:
+            body = d.gql(query)
+            assert "errors" not in body, (query, body)
+            for name, value in body["data"].items():
+                assert _has_data(value), (name, value)
+        # Each change the sandboxes section lists is made and its webhook delivered.
+        changes = [json.loads(line) for line in _blocks("json")[0].splitlines()]
+        assert {c["vendor"] for c in changes} == {"salesforce", "zendesk", "stripe", "mailchimp"}
+        for change in changes:
+            answer = httpx.post(f"{d.url('sandbox')}/_sandbox/mutate", json=change, timeout=30)
+            assert answer.status_code == 200, (change, answer.text)
+            deliveries = answer.json()["deliveries"]
+            assert deliveries and all(x["delivered"] for x in deliveries), (change, deliveries)
+        # ...and the gateway shows it at once: the webhook evicted what it changed.
+        tickets = d.gql("query($e: String!) { customer(email: $e) { tickets { subject } } }",
+                        e=email)["data"]["customer"]["tickets"]  # fmt: skip
+        assert "Printer on fire" in {t["subject"] for t in tickets}
+
+
+def test_the_readme_way_to_serve_against_the_sandbox_works(tmp_path):
+    [script] = [b for b in _blocks("sh") if "c360.sandbox.yaml" in b]
+    [config] = [b for b in _blocks("yaml") if b.startswith("# c360.sandbox.yaml")]
+    exports = "\n".join(line for line in script.splitlines() if not line.startswith("c360 "))
+    # The README's own shell lines make the environment (keys included).
+    shell = subprocess.run(["bash", "-c", f"set -e\n{exports}\nenv -0"], env={"PATH": os.environ["PATH"]},
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    env = dict(item.split("=", 1) for item in shell.stdout.split("\0") if "=" in item)
+    assert len(env["C360_ID_KEY"]) == 43 and env["C360_ID_KEY"] != env["C360_AUDIT_KEY"]
+    with sandbox_process(customers=50, seed=42) as sandbox:
+        path = tmp_path / "c360.sandbox.yaml"
+        audit = tmp_path / "audit.jsonl"
+        path.write_text(config.replace("http://127.0.0.1:8700", sandbox)
+                        .replace("/tmp/c360-sandbox-audit.jsonl", str(audit)))  # fmt: skip
+        with gateway_process(path, {k: v for k, v in env.items() if k != "PATH"}) as url:
+            email = httpx.get(f"{sandbox}/_sandbox/customers?limit=1").json()["customers"][0]
+            query = "query($e: String!) { customer(email: $e) { email sources { system } } }"
+            body = httpx.post(f"{url}/graphql", json={"query": query,
+                              "variables": {"e": email["email"]}}).json()  # fmt: skip
+            assert "errors" not in body, body
+            assert len(body["data"]["customer"]["sources"]) == 4
+        assert audit.exists()
