@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import httpx
 import pytest
@@ -153,3 +155,69 @@ def test_a_hanging_vendor_with_default_timeouts_costs_only_its_own_fields(tmp_pa
     codes = {e["path"][-1]: e["extensions"]["code"] for e in body["errors"]}
     assert codes == {"marketing": "UPSTREAM_TIMEOUT"}
     assert elapsed < 6
+
+
+def _codes(body: dict) -> dict[str, str]:
+    return {e["path"][-1]: e["extensions"]["code"] for e in body.get("errors", [])}
+
+
+def test_a_vendor_that_recovers_is_asked_again_within_seconds(tmp_path_factory):
+    # The default breaker: after it opens, a probe within 2-5 s (not 30).
+    with sandbox_process(customers=40, seed=2) as sandbox:
+        config, env = gateway_config(
+            sandbox, tmp_path_factory.mktemp("recover"),
+            resilience={"rate_limit": False, "attempts": 1},
+        )  # fmt: skip
+        with gateway_process(config, env) as gateway:
+            people = httpx.get(f"{sandbox}/_sandbox/customers").json()["customers"]
+            email = next(p["email"] for p in people if p["in_all"])
+            _fault(sandbox, {"stripe": {"status": 500}})
+            try:
+                for _ in range(20):
+                    body, _ = _ask(gateway, email)
+                    if "CIRCUIT_OPEN" in _codes(body).values():
+                        break
+                assert _codes(body)["subscriptions"] == "CIRCUIT_OPEN"
+            finally:
+                _fault(sandbox, {})
+            recovered = time.monotonic()
+            while time.monotonic() - recovered < 15:
+                body, _ = _ask(gateway, email)
+                if "errors" not in body:
+                    break
+            waited = time.monotonic() - recovered
+    assert "errors" not in body and body["data"]["customer"]["subscriptions"] is not None
+    assert waited < 6.5, f"stripe's fields came back {waited:.1f} s after it recovered"
+
+
+def test_a_hanging_vendor_stops_costing_requests_time_once_it_is_judged(tmp_path_factory):
+    # A deadline long enough that waiting for it (or for the 5 s attempt
+    # timeout) is unmistakable: a hang must cost about one stall bound (1 s),
+    # and nothing once the breaker is open.
+    with sandbox_process(customers=60, seed=2) as sandbox:
+        config, env = gateway_config(
+            sandbox, tmp_path_factory.mktemp("hang-load"),
+            extra={"gateway": {"request_deadline": 20.0}},
+        )  # fmt: skip
+        with gateway_process(config, env) as gateway:
+            people = httpx.get(f"{sandbox}/_sandbox/customers").json()["customers"]
+            emails = [p["email"] for p in people if p["in_all"] and p["organization"]][:12]
+            for email in emails[:3]:  # mailchimp's answers: what "too long" is measured by
+                body, _ = _ask(gateway, email)
+                assert "errors" not in body, body
+            _fault(sandbox, {"mailchimp": {"hang": True}})
+            try:
+                with ThreadPoolExecutor(len(emails)) as pool:
+                    first = list(pool.map(partial(_ask, gateway), emails))
+                    second = list(pool.map(partial(_ask, gateway), emails))
+            finally:
+                _fault(sandbox, {})
+    for wave, bound in ((first, 3.0), (second, 2.0)):
+        for body, elapsed in wave:
+            customer = body["data"]["customer"]
+            assert customer["tickets"] is not None and customer["invoices"] is not None
+            assert customer["account"] is not None and customer["marketing"] is None
+            assert _codes(body) == {"marketing": _codes(body)["marketing"]}
+            assert elapsed < bound, f"{elapsed:.1f} s"
+    assert {_codes(b)["marketing"] for b, _ in first} <= {"UPSTREAM_TIMEOUT", "CIRCUIT_OPEN"}
+    assert {_codes(b)["marketing"] for b, _ in second} == {"CIRCUIT_OPEN"}
