@@ -33,7 +33,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from connectors.sdk.sandbox import SandboxState
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.demo import DEMO_AUDIT_KEY_TEXT, SANDBOX_VENDORS, example_customer, sandbox_settings
 
 __all__ = ["EXAMPLE_QUERY", "PortUnavailable", "run_demo"]
@@ -184,12 +184,22 @@ def run_demo(args: argparse.Namespace, sandbox_app: Starlette, state: SandboxSta
         sandbox_url,
         webhook_secrets={v: f"env:C360_DEMO_WEBHOOK_SECRET_{v.upper()}" for v in SANDBOX_VENDORS},
     )
-    gateway_app = create_app(
-        settings,
-        redis_url=args.redis_url,
-        auth=AuthSettings(issuer=issuer_url, audience=("c360",)),
-        hardened=args.hardened,
-    )
+    try:
+        gateway_app = create_app(
+            settings,
+            redis_url=args.redis_url,
+            auth=AuthSettings(issuer=issuer_url, audience=("c360",)),
+            hardened=args.hardened,
+        )
+    except ConfigError:  # the demo's settings are fixed: only --redis-url can be wrong
+        print(
+            "c360 demo: --redis-url is not a usable Redis URL (redis://, rediss://, "
+            "redis+sentinel:// or redis+cluster://)",
+            file=sys.stderr,
+        )
+        for sock in (gateway_sock, sandbox_sock, issuer_sock):
+            sock.close()
+        return 2
     tokens = {
         role: issuer.mint_token(role, mfa=role in ("billing_admin", "admin"), ttl=12 * 3600)
         for role in BUILTIN_ROLES

@@ -93,7 +93,8 @@ def _sandbox_app(args: argparse.Namespace) -> tuple[Starlette, SandboxState]:
     try:
         faults = parse_faults(json.loads(args.faults), vendors=SANDBOX_VENDORS)
     except (ValueError, ConfigurationError) as exc:
-        raise SystemExit(f"c360: --faults: {exc}") from None
+        print(f"c360 {args.command}: --faults: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     world = World(customers=args.customers, seed=args.seed)
     state = SandboxState(world, latency_ms=args.latency_ms, faults=faults)
     return create_combined_app(state, SANDBOX_VENDORS), state

@@ -3,6 +3,15 @@
 A cursor is ``base64url(json) + "." + base64url(hmac)``: it survives a round
 trip through any client, says nothing readable, and a forged or edited one
 (or one minted for another list or search text) fails verification.
+
+The HMAC key is derived from the gateway's id key (``C360_ID_KEY``), so every
+process that shares it accepts the others' cursors, also after a restart;
+``c360 serve`` refuses to start without it (:func:`gateway.config.require_id_key`).
+
+Errors::
+
+    ValueError
+    └── InvalidCursor   not a cursor this gateway issued for this list
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ def _unb64(text: str) -> bytes:
 
 class CursorCodec:
     def __init__(self, key: bytes) -> None:
+        """``key``: the gateway's id key; cursors get a key of their own derived from it."""
         self._key = hashlib.sha256(b"c360 cursors\0" + key).digest()
 
     def _mac(self, scope: str, body: bytes) -> bytes:

@@ -170,6 +170,24 @@ def test_a_named_port_that_is_taken_is_one_line_and_exit_2():
             )
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--redis-url", "notaurl"], "c360 demo: --redis-url is not a usable Redis URL "),
+        (["--faults", "{bad"], "c360 demo: --faults: Expecting property name "),
+        (["--faults", '{"acme": {"status": 500}}'], "c360 demo: --faults: "),
+        (["--host", "192.0.2.1"], "c360 demo: cannot listen on 192.0.2.1 (--port): "),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(args, line):
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--customers", "20", *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(line) and done.stderr.count("\n") == 1, done.stderr
+
+
 def test_the_issuer_follows_the_sandbox_port_or_takes_a_free_one():
     sandbox, held = _pair()
     with held:
