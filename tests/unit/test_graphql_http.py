@@ -10,10 +10,18 @@ import pytest
 from cross_web import HTTPException
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.responses import Response
 from strawberry.http import GraphQLRequestData
 
 import schema.errors
-from gateway._graphql_http import MAX_NESTING, is_json_body, negotiate, parse_body
+from gateway._graphql_http import (
+    MAX_NESTING,
+    GraphQLOverHTTP,
+    is_json_body,
+    negotiate,
+    parse_body,
+)
+from schema import build_schema
 
 JSON = "application/json"
 GR = "application/graphql-response+json"
@@ -185,3 +193,31 @@ def test_every_request_error_code_is_documented(code: str) -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     assert f"`{code}`" in readme
     assert code in (schema.errors.__doc__ or "")
+
+
+@pytest.mark.parametrize(
+    ("media", "answer", "status"),
+    [
+        (GR, {"errors": [{"message": "x", "extensions": {"code": "BAD_USER_INPUT"}}]}, 400),
+        # Nothing ran because the server failed, not the request: a 5xx.
+        (GR, {"errors": [{"message": "Internal error", "extensions": {"code": "INTERNAL"}}]}, 500),
+        (GR, {"data": None, "errors": [{"message": "x", "path": ["customer"]}]}, 200),
+        (GR, {"data": {"__typename": "Query"}}, 200),
+        (
+            JSON,
+            {"errors": [{"message": "Internal error", "extensions": {"code": "INTERNAL"}}]},
+            200,
+        ),
+        (JSON, {"errors": [{"message": "x", "extensions": {"code": "BAD_USER_INPUT"}}]}, 200),
+    ],
+)
+def test_status_follows_the_answer_and_the_media_type(
+    media: str, answer: dict[str, Any], status: int
+) -> None:
+    view = GraphQLOverHTTP(build_schema())
+    sub_response = Response()
+    sub_response.media_type = media
+    response = view.create_response(answer, sub_response)  # type: ignore[arg-type]
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith(media)
+    assert json.loads(response.body) == answer
