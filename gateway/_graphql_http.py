@@ -7,15 +7,11 @@ else is not a GraphQL request: 400 with ``extensions.code`` ``BAD_REQUEST``
 and a message naming the problem, as ``application/json``.
 
 A well-formed request gets a GraphQL response in the media type the
-``Accept`` header prefers (:func:`negotiate`):
+``Accept`` header prefers (:func:`negotiate`; 406 when it takes neither)::
 
-=============================  ===================  =========================
-response                       ``application/json``  ``application/graphql-
-                                                     response+json``
-=============================  ===================  =========================
-data (even with field errors)  200                  200
-request error (no ``data``)    200                  400 (500 if ``INTERNAL``)
-=============================  ===================  =========================
+    answer                          application/json   application/graphql-response+json
+    data (even with field errors)   200                200
+    request error (no data)         200                400 (500 if the code is INTERNAL)
 
 A request error -- the document does not parse or validate, the operation
 cannot be chosen, a variable does not coerce -- happens before execution, so
