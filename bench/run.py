@@ -21,7 +21,9 @@ with auth ON: every request carries a real RS256 bearer token minted by
     vs one round) and of one page of 20 accounts with children and contacts;
 (f) at 50 ms: the full query fully cached (memory; Redis) vs uncached under
     load; 100 concurrent identical queries for a cold customer; the full query
-    while Mailchimp hangs, with ``gateway.request_deadline: 1.0``;
+    while Mailchimp hangs, with ``gateway.request_deadline: 1.0``; requests/s
+    of the full query under load while Mailchimp hangs vs healthy, default
+    settings (hang_throughput.py; ``--sections h`` runs only that);
 plus, when (c) misses its CPU target, a profile of the cached and the
 uncached path (profile_gateway.py).
 
@@ -74,6 +76,9 @@ BURST = 100
 DEADLINE = 1.0
 DEADLINE_SLACK_MS = 10.0  # "deadline + a few ms"
 HANG_VENDOR = "mailchimp"
+HANG_FIELD = "marketing"  # HANG_VENDOR's field in the full query
+#: Issue 12: a hanging vendor costs its own fields, not the others' throughput.
+HANG_RPS_TARGET = 0.8
 TUNED = "Redis, 2 workers, `?max_connections=1000`, `cache.timeout: 2`"
 PACKAGES = (
     "strawberry-graphql", "graphql-core", "starlette", "uvicorn", "uvloop", "httptools",
@@ -236,7 +241,7 @@ def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
             results["transport"] = transport_bench.run(plan.runs, plan.transport_calls)
         if sections & {"a", "c", "d", "e"}:
             results.update(_at_zero_ms(plan, args, sections, auth, headers))
-        if sections & {"b", "f"}:
+        if sections & {"b", "f", "h"}:
             results.update(_at_fifty_ms(plan, sections, auth, headers))
     return results
 
@@ -486,6 +491,16 @@ def _at_fifty_ms(
                     requests=plan.breaker_requests, headers=headers, deadline=DEADLINE,
                 ),
             }  # fmt: skip
+        if sections & {"f", "h"}:
+            import hang_throughput
+
+            step(f"(f4) requests/s while {HANG_VENDOR} hangs vs healthy, default settings")
+            results["hang_load"] = hang_throughput.hang_throughput(
+                sb50, servers[auth.label], gb.full_query_bodies(sb50.url)[: plan.customers],
+                headers, vendor=HANG_VENDOR, vendor_field=HANG_FIELD, runs=plan.runs,
+                concurrency=plan.concurrency, warmup=plan.load_warmup,
+                duration=plan.load_seconds,
+            )  # fmt: skip
     return results
 
 
@@ -640,7 +655,28 @@ def section_targets(results: dict[str, Any]) -> str:
                 _met(h["max_ms"] < 2 * limit),
             ]
         )
+    rows += _hang_load_targets(results.get("hang_load"))
     return common.table(["target", "measured", "target", "verdict"], rows)
+
+
+def _hang_load_targets(hl: dict[str, Any] | None) -> list[list[str]]:
+    if not hl:
+        return []
+    rows = []
+    for key, when in (
+        ("onset", f"from the hang's onset ({hl['duration']:g} s window)"),
+        ("hanging", "while it goes on hanging"),
+    ):
+        ratio = hl[f"{key}_ratio"]
+        rows.append(
+            [
+                f"(f4) full query requests/s while {HANG_VENDOR} hangs ÷ healthy, {when}",
+                f"{ratio:.2f}× ({_fmt(hl[f'{key}_rps'])} ÷ {_fmt(hl['healthy_rps'])} rps)",
+                f"≥ {HANG_RPS_TARGET:.1f}×",
+                _met(ratio >= HANG_RPS_TARGET),
+            ]
+        )
+    return rows
 
 
 def _route_rows(
@@ -1187,6 +1223,56 @@ def section_hang(hang: dict[str, Any]) -> str:
     )
 
 
+def section_hang_load(hl: dict[str, Any]) -> str:
+    runs = hl["runs"]
+
+    def med(window: str, key: str) -> float:
+        return common.median([r[window][key] for r in runs])
+
+    rows = [
+        [
+            label,
+            _fmt(med(window, "rps")),
+            _fmt(med(window, "p50_ms")),
+            _fmt(med(window, "p99_ms")),
+            _fmt(max(r[window]["max_ms"] for r in runs)),
+            "1"
+            if window == "healthy"
+            else f"{common.median([r[f'{window}_ratio'] for r in runs]):.2f}",
+        ]
+        for window, label in (
+            ("healthy", "healthy"),
+            ("onset", f"{HANG_VENDOR} starts hanging as the window opens"),
+            ("hanging", f"{HANG_VENDOR} goes on hanging"),
+        )
+    ]
+    seen = runs[-1]["answers"]
+    n = seen["requests"]
+    fields = ", ".join(f"{f} {c}/{n}" for f, c in seen["fields_present"].items())
+    errors = ", ".join(f"`{k}` ×{v}" for k, v in seen["errors"].items()) or "none"
+    recovery = ", ".join(f"{r['recovery_s']:.1f}" for r in runs)
+    return "\n".join(
+        [
+            f"Sandbox at 50 ms; the gateway with its defaults (request deadline 8 s, breaker "
+            f"opening on a stall, probing after 2–5 s), auth on, cache off; the full query "
+            f"under closed-loop load, {hl['concurrency']} connections, {hl['warmup']:g} s "
+            f"warm-up, {hl['duration']:g} s window, per run: healthy, then a window that opens "
+            f"as `{HANG_VENDOR}` starts to hang (so it holds the time it takes to judge the "
+            f"hang), then one while it goes on hanging. Medians of {len(runs)} runs; the ratio "
+            "is per run.",
+            "",
+            common.table(["window", "rps", "p50 ms", "p99 ms", "max ms", "rps ÷ healthy"], rows),
+            "",
+            f"What a request got while {HANG_VENDOR} hung ({n} read in full, last run): fields "
+            f"present: {fields}; errors (path, code): {errors}.",
+            "",
+            f"After the hang was cleared, {HANG_FIELD} came back after (s, per run): {recovery} "
+            "(the breaker's next probe: 2–5 s after it opened, doubling after each failed "
+            "probe, at most 10 s).",
+        ]
+    )
+
+
 def write_report(path: Path, meta: dict[str, Any], plan: Plan, results: dict[str, Any]) -> None:
     out = [
         "# c360 benchmarks",
@@ -1269,7 +1355,7 @@ def write_report(path: Path, meta: dict[str, Any], plan: Plan, results: dict[str
                 section_transport_gateway(tp),
                 "",
             ]
-    if results.get("cache_load") or results.get("burst") or results.get("hang"):
+    if any(results.get(k) for k in ("cache_load", "burst", "hang", "hang_load")):
         out += ["## (f) Cache, single-flight and the request deadline, sandbox at 50 ms", ""]
         if results.get("redis_missing"):
             out += ["redis-server was not installed: the Redis rows are missing.", ""]
@@ -1286,6 +1372,9 @@ def write_report(path: Path, meta: dict[str, Any], plan: Plan, results: dict[str
         if results.get("hang"):
             out += [f"### (f3) The full query while {HANG_VENDOR} hangs", ""]
             out += [section_hang(results["hang"]), ""]
+        if results.get("hang_load"):
+            out += [f"### (f4) Requests/s while {HANG_VENDOR} hangs vs healthy", ""]
+            out += [section_hang_load(results["hang_load"]), ""]
     profiles = results.get("profiles")
     if profiles:
         import profile_gateway
@@ -1608,7 +1697,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "REPORT.md")
     parser.add_argument("--json", type=Path, default=BENCH / "results.json")
     parser.add_argument(
-        "--sections", default="abcdef", help="subset of a, b, c, d, e, f to run (default all)"
+        "--sections",
+        default="abcdef",
+        help="subset of a, b, c, d, e, f to run (default all); h: only (f4), the "
+        "requests/s while a vendor hangs",
     )
     parser.add_argument(
         "--tool",
