@@ -131,7 +131,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway._preflight import preflight
 
     try:
-        preflight(args.config, redis_url=args.redis_url)  # once, before any worker starts
+        # Once, before any worker starts.
+        preflight(args.config, redis_url=args.redis_url, workers=args.workers)
     except ConfigError as exc:
         print(f"c360 serve: {exc}", file=sys.stderr)
         return 2

@@ -72,6 +72,8 @@ def _edit(config: Path, change: Any) -> Path:
         ("no audit path", "c360 serve: audit.path is required with the file sink: "),
         ("no auth", "c360 serve: no auth configured: "),
         ("bad resilience", "c360 serve: connectors.stripe.resilience.timeout must be a number"),
+        ("webhooks without redis", "c360 serve: --workers 2 with webhooks "
+         "(connectors.stripe.webhook_secret) needs a Redis every process shares "),
     ],
 )  # fmt: skip
 def test_serve_refuses_in_one_line_before_any_worker_starts(sandbox_url, tmp_path, case, line):
@@ -85,8 +87,12 @@ def test_serve_refuses_in_one_line_before_any_worker_starts(sandbox_url, tmp_pat
         _edit(config, lambda d: d["audit"].pop("path"))
     elif case == "no auth":
         _edit(config, lambda d: d["gateway"].pop("insecure_no_auth"))
-    else:
+    elif case == "bad resilience":
         _edit(config, lambda d: d["connectors"]["stripe"].update(resilience={"timeout": "soon"}))
+    else:
+        env["C360_TEST_STRIPE_WEBHOOK"] = "whsec_" + "x" * 24
+        _edit(config, lambda d: d["connectors"]["stripe"].update(
+            webhook_secret="env:C360_TEST_STRIPE_WEBHOOK"))  # fmt: skip
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     done = _serve(config, _env(env, without=without), cwd)
