@@ -1,10 +1,16 @@
-"""The ``c360`` command: demo | serve | sandbox | schema.
+"""The ``c360`` command: demo | serve | sandbox | token | audit | schema | roles.
 
-c360 demo     [--port 8000] [--sandbox-port 8700] [--customers N] [--seed S] [--latency-ms L]
-c360 serve    --config FILE [--host H] [--port P] [--workers W]
-c360 sandbox  [--port 8700] [--customers N] [--seed S] [--latency-ms L]
+c360 demo     [--port P] [--sandbox-port P] [--issuer-port P] [--hardened] [--redis-url URL]
+              [--customers N] [--seed S] [--latency-ms L] [--faults JSON]
+c360 serve    --config FILE [--host H] [--port P] [--workers W] [--redis-url URL] [--log-level L]
+c360 sandbox  [--port 8700] [--customers N] [--seed S] [--latency-ms L] [--faults JSON]
+c360 token    --role R [--mfa] [--gateway URL | --issuer URL]   (gateway.issuer)
+c360 audit    verify ...                                         (gateway._audit_cli)
 c360 schema   print the SDL
 c360 roles    [--config FILE]  what every role gets on every guarded field
+
+``c360 <command> --help`` describes every option. A usage error or a config
+that cannot run is one line on stderr and exit 2.
 """
 
 from __future__ import annotations
