@@ -187,14 +187,16 @@ def _cmd_roles(args: argparse.Namespace) -> int:
         try:
             raw = dict(load_document(args.config))
         except ConfigError as exc:
-            raise SystemExit(f"c360: {exc}") from None
+            print(f"c360 roles: {exc}", file=sys.stderr)
+            return 2
     try:
         auth = auth_settings_from_mapping(raw["auth"]) if raw.get("auth") else None
         policy = policy_from_mapping(
             raw.get("policy"), role_scopes=auth.role_scopes if auth is not None else None
         )
     except ConfigError as exc:
-        raise SystemExit(f"c360: {exc}") from None
+        print(f"c360 roles: {exc}", file=sys.stderr)
+        return 2
     roles = [*BUILTIN_ROLE_SCOPES, *sorted(set(policy.roles) - set(BUILTIN_ROLE_SCOPES))]
     print(role_matrix(build_schema(), policy, roles), end="")
     return 0
