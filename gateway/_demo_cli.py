@@ -73,7 +73,7 @@ def _bind(host: str, port: int) -> socket.socket:
         # As uvicorn does: a port left in TIME_WAIT by the last demo is free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-    except OSError:
+    except (OSError, OverflowError):
         sock.close()
         raise
     return sock
@@ -108,7 +108,7 @@ def _bind_one(host: str, want: _Port) -> socket.socket:
             ) from exc
     try:
         return _bind(host, want.preferred)
-    except OSError:
+    except (OSError, OverflowError):  # taken, or past 65535 (the sandbox port + 1)
         try:
             return _bind(host, 0)
         except OSError as exc:

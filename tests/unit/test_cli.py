@@ -76,3 +76,11 @@ def test_bad_numbers_are_one_usage_line(capsys, argv, message):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_preferred_port_past_65535_falls_back_to_a_free_one():
+    from gateway._demo_cli import _Port, bind_ports
+
+    [sock] = bind_ports("127.0.0.1", [_Port("--issuer-port", None, 65536)])
+    with sock:
+        assert 0 < sock.getsockname()[1] < 65536
