@@ -17,8 +17,8 @@ A connector's ``resilience:`` section overrides the defaults of its vendor
             open_for: 2              # first open period; each lasts a random 1-2.5x of this,
             open_max: 10             # doubling after each failed probe, never past open_max
             stall_after: 1           # opens it at once when a call waited this long (or 4x the
-                                     # slowest recent answer, if longer) and the vendor answered
-                                     # nothing at all meanwhile; false = timeouts judge alone
+                                     # vendor's longest recent silence, if longer) and the vendor
+                                     # answered nothing at all meanwhile; false = timeouts judge
           bulkhead: 10               # calls in flight to this vendor at once
           rate_limit: {per_minute: 200, burst: 10}   # vendor calls (chunks, pages); false = none
           merge_max_keys: 100        # other requests' keys one call may carry; 0 = none

@@ -5,17 +5,20 @@ its request's deadline ends it, seconds later, and until the breaker has
 counted enough of those every request waits that long. :class:`StallWatch`
 judges sooner. A call *stalls* once the vendor has answered nothing -- not
 this call, no page or chunk of it, nor any other call of the source -- for
-the stall bound: ``stall_after``, or four times the slowest of the source's
-last 32 answers when that is longer (a vendor that is slow by nature is not
-hanging). That is not one failed call but the whole vendor silent for longer
-than it takes to answer, so the resilience layer opens the breaker at once,
+the stall bound: ``stall_after``, or four times the longest silence before
+any of the source's last 32 answers when that is longer. A silence is how
+long calls had waited with no answer at all when an answer came: the time a
+call took, for a source that serves one call at a time (a vendor that is
+slow by nature is not hanging); the gap between answers, for a busy one.
+A stall is then not one failed call but the whole vendor silent for much
+longer than it ever is, so the resilience layer opens the breaker at once,
 whatever its failure count. Calls that overlap an answer do not stall: a long
 call among answered ones is a big batch, not a hang. A probe after failed
 probes gets a longer bound each time (doubled, up to 8x), so a vendor that
 has become slower than its history can still close the breaker.
 
-Until the source has answered once there is no slowest answer to go by, so
-nothing stalls: its timeouts alone judge it.
+Until the source has answered once there is no silence to go by, so nothing
+stalls: its timeouts alone judge it.
 
 When the breaker opens, :meth:`StallWatch.cut` ends every call in flight at
 once: nobody waits for a source the gateway has given up on, and their
@@ -35,9 +38,9 @@ from gateway._breaker import Admission
 
 __all__ = ["Live", "StallWatch"]
 
-#: A stall is this many times the slowest recent answer, at least.
+#: A stall is this many times the longest recent silence, at least.
 _FACTOR = 4.0
-#: Answers remembered for "the slowest recent answer".
+#: Answers whose silences are remembered.
 _WINDOW = 32
 #: A probe after failed ones may wait up to 2**this times the bound.
 _PROBE_DOUBLINGS = 3
@@ -61,13 +64,13 @@ class Live:
 class StallWatch:
     """``stall_after`` None: nothing stalls. ``on_stall(live)`` runs on the loop."""
 
-    __slots__ = ("_answered_at", "_live", "_on_stall", "_recent", "_slowest", "_stall_after")
+    __slots__ = ("_answered_at", "_live", "_longest", "_on_stall", "_recent", "_stall_after")
 
     def __init__(self, stall_after: float | None, on_stall: Callable[[Live], None]) -> None:
         self._stall_after = stall_after
         self._on_stall = on_stall
-        self._recent: deque[float] = deque(maxlen=_WINDOW)
-        self._slowest = 0.0
+        self._recent: deque[float] = deque(maxlen=_WINDOW)  # silences before answers
+        self._longest = 0.0
         self._answered_at = -math.inf
         self._live: set[Live] = set()
 
@@ -79,7 +82,7 @@ class StallWatch:
         """
         if self._stall_after is None or not self._recent:
             return None
-        floor = max(self._stall_after, _FACTOR * self._slowest)
+        floor = max(self._stall_after, _FACTOR * self._longest)
         return floor * 2.0 ** min(doublings, _PROBE_DOUBLINGS)
 
     def begin(
@@ -101,19 +104,23 @@ class StallWatch:
             live.check.cancel()
             live.check = None
 
-    def answered(self, took: float | None) -> None:
-        """The vendor answered a call (``took`` seconds, for a success; a
-        failure it answered, such as a 5xx, says only that it is not silent)."""
-        self._answered_at = asyncio.get_running_loop().time()
-        if took is None:
-            return
+    def answered(self) -> None:
+        """The vendor answered: a call, a page or chunk of one, or an error
+        status -- anything but silence."""
+        now = asyncio.get_running_loop().time()
+        if self._live:
+            waiting_since = min(live.started for live in self._live)
+            self._remember(now - max(self._answered_at, waiting_since))
+        self._answered_at = now
+
+    def _remember(self, silence: float) -> None:
         recent = self._recent
-        if len(recent) == recent.maxlen and recent[0] >= self._slowest:
-            recent.append(took)
-            self._slowest = max(recent)
+        if len(recent) == recent.maxlen and recent[0] >= self._longest:
+            recent.append(silence)
+            self._longest = max(recent)  # the longest one just left
         else:
-            recent.append(took)
-            self._slowest = max(self._slowest, took)
+            recent.append(silence)
+            self._longest = max(self._longest, silence)
 
     def cut(self) -> int:
         """End every call in flight now; how many were cut."""

@@ -27,9 +27,9 @@ DataLoader batch, outermost first::
   only turn "slow down" into "down".
 - stall: a hanging vendor raises nothing until timeouts end its calls, so
   the breaker also opens -- at once, whatever its count -- when a call has
-  waited ``breaker_stall_after`` (or 4x the vendor's slowest recent answer)
-  with the vendor answering nothing at all, no page, no other call
-  (:mod:`gateway._stall`). When the breaker opens, for any reason, every call
+  waited ``breaker_stall_after`` (or 4x the longest the vendor recently kept
+  calls waiting) with the vendor answering nothing at all, no page, no other
+  call (:mod:`gateway._stall`). When the breaker opens, for any reason, every call
   of that source still waiting is cut: its callers stop waiting, its slot
   comes free, and calls that queued behind it are refused instead of sent.
 - retry: only :class:`UpstreamError` with ``retryable`` (every call here is a
@@ -241,7 +241,7 @@ class _Gate:
 
     def answered(self) -> None:
         """The vendor answered one HTTP call (a chunk or page of the batch): not silent."""
-        self._watch.answered(None)
+        self._watch.answered()
 
     async def __call__(self) -> None:
         if self._prepaid:
@@ -550,7 +550,7 @@ class Resilience:
                 doublings = guard.breaker.failed_probes if admission is Admission.PROBE else 0
                 live = watch.begin(admission, timeout, until, doublings)
                 found = await self._inner(connector, method, keys, scope)
-            watch.answered(asyncio.get_running_loop().time() - live.started)
+            watch.answered()
         except TimeoutError as exc:
             if not timeout.expired():
                 raise
@@ -562,7 +562,7 @@ class Resilience:
             raise UpstreamTimeout(f"{source} did not answer in time", source=source) from exc
         except UpstreamError as exc:
             if _heard(exc):
-                watch.answered(None)
+                watch.answered()
             if (
                 isinstance(exc, UpstreamRateLimited)
                 and exc.retry_after is not None

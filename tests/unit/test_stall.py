@@ -245,3 +245,17 @@ async def test_a_busy_loop_is_not_mistaken_for_a_silent_vendor():
     assert await task == {"a": "record:a"}
     assert ("crm", "stall") not in events
     assert layer.breaker_state("crm") == "closed"
+
+
+async def test_a_vendor_slow_by_nature_is_not_judged_hung_when_a_call_takes_twice_as_long():
+    took = [3 * STALL] * 3 + [6 * STALL]
+
+    async def slow(connector, method, keys, scope):
+        await asyncio.sleep(took.pop(0))  # the vendor's time for this call
+        return {key: "slow" for key in keys}
+
+    layer, events = make(slow, HANG)
+    for key in "abcd":  # one at a time: each waited its whole length for an answer
+        assert await call(layer, [key], far()) == {key: "slow"}
+    assert "stall" not in {event for _, event in events}
+    assert layer.breaker_state("crm") == "closed"
