@@ -133,6 +133,7 @@ def emails(answer_key: list[dict[str, Any]]) -> list[str]:
     clean = next(
         p for p in answer_key
         if p["in_all"] and p["counts"]["tickets"] and p["counts"]["invoices"]
+        and p["counts"]["subscriptions"]
         and p["organization"] and not p["anomalies"]
     )  # fmt: skip
     conflict = next(
