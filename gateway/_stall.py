@@ -32,7 +32,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway._breaker import Admission
 
@@ -52,19 +52,33 @@ _SETTLE = 0.05
 
 @dataclass(slots=True, eq=False)
 class Live:
-    """One attempt waiting for the vendor."""
+    """One attempt waiting for the vendor; ``bound`` None: it cannot stall
+    (no history yet, or its own timeout comes first), or it was judged."""
 
     admission: Admission
     timeout: asyncio.Timeout
     started: float
+    bound: float | None
     cut: bool = False
-    check: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class StallWatch:
-    """``stall_after`` None: nothing stalls. ``on_stall(live)`` runs on the loop."""
+    """``stall_after`` None: nothing stalls. ``on_stall(live)`` runs on the loop.
 
-    __slots__ = ("_answered_at", "_live", "_longest", "_on_stall", "_recent", "_stall_after")
+    One timer per source, not one per call: it is armed for the earliest
+    moment any waiting call could stall and, when it fires, looks again.
+    """
+
+    __slots__ = (
+        "_answered_at",
+        "_live",
+        "_longest",
+        "_on_stall",
+        "_recent",
+        "_stall_after",
+        "_timer",
+        "_timer_at",
+    )
 
     def __init__(self, stall_after: float | None, on_stall: Callable[[Live], None]) -> None:
         self._stall_after = stall_after
@@ -72,7 +86,10 @@ class StallWatch:
         self._recent: deque[float] = deque(maxlen=_WINDOW)  # silences before answers
         self._longest = 0.0
         self._answered_at = -math.inf
-        self._live: set[Live] = set()
+        # Insertion order is start order: the first is the longest waiting.
+        self._live: dict[Live, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     def bound(self, doublings: int = 0) -> float | None:
         """Seconds of silence that stall a call; None while nothing can stall.
@@ -91,26 +108,26 @@ class StallWatch:
         """``timeout`` (entered) bounds the attempt at ``until`` (loop time)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        live = Live(admission, timeout, now)
-        self._live.add(live)
         bound = self.bound(doublings)
-        if bound is not None and now + bound < until:
-            live.check = loop.call_at(now + bound, self._check, live, bound)
+        if bound is not None and now + bound >= until:
+            bound = None  # its own timeout or deadline ends it first
+        live = Live(admission, timeout, now, bound)
+        self._live[live] = None
+        if bound is not None and now + bound < self._timer_at:
+            self._arm(loop, now + bound)
         return live
 
     def end(self, live: Live) -> None:
-        self._live.discard(live)
-        if live.check is not None:
-            live.check.cancel()
-            live.check = None
+        # The timer stays: it finds nothing to judge and is not armed again.
+        self._live.pop(live, None)
 
     def answered(self) -> None:
         """The vendor answered: a call, a page or chunk of one, or an error
         status -- anything but silence."""
         now = asyncio.get_running_loop().time()
         if self._live:
-            waiting_since = min(live.started for live in self._live)
-            self._remember(now - max(self._answered_at, waiting_since))
+            oldest = next(iter(self._live))
+            self._remember(now - max(self._answered_at, oldest.started))
         self._answered_at = now
 
     def _remember(self, silence: float) -> None:
@@ -131,20 +148,42 @@ class StallWatch:
             # One whose own bound fired already is ending anyway.
             if not live.cut and not live.timeout.expired():
                 live.cut = True
+                live.bound = None
                 live.timeout.reschedule(now)
                 cut += 1
         return cut
 
-    def _check(self, live: Live, bound: float, settled: bool = False) -> None:
-        live.check = None
-        if live not in self._live:
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float, settled: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._check, settled)
+        self._timer_at = when
+
+    def _first_due(self) -> tuple[Live | None, float]:
+        first, due = None, math.inf
+        answered_at = self._answered_at
+        for live in self._live:
+            if live.bound is not None:
+                when = max(live.started, answered_at) + live.bound
+                if when < due:
+                    first, due = live, when
+        return first, due
+
+    def _check(self, settled: bool) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        first, due = self._first_due()
+        if first is None:
             return
-        due = max(live.started, self._answered_at) + bound
         loop = asyncio.get_running_loop()
         now = loop.time()
         if now < due:  # the vendor answered meanwhile: silent since then?
-            live.check = loop.call_at(due, self._check, live, bound)
+            self._arm(loop, due)
         elif not settled:
-            live.check = loop.call_at(now + _SETTLE, self._check, live, bound, True)
+            self._arm(loop, now + _SETTLE, settled=True)
         else:
-            self._on_stall(live)
+            first.bound = None  # judged once
+            self._on_stall(first)
+            first, due = self._first_due()
+            if first is not None:
+                self._arm(loop, max(due, now))
