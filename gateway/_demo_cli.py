@@ -121,7 +121,10 @@ class _Server(uvicorn.Server):
     server that installed it last)."""
 
     def __init__(self, app: Starlette, sock: socket.socket, on_stop: Callable[[], None]) -> None:
-        super().__init__(uvicorn.Config(app, log_level="warning", access_log=False))
+        # No proxy in front of a demo: a local client's X-Forwarded-For is not trusted.
+        super().__init__(
+            uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False)
+        )
         self.sock = sock
         self.listening = asyncio.Event()
         self._on_stop = on_stop

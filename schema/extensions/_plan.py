@@ -16,8 +16,13 @@ class Length:
     variable: str
     counts_items: bool
     fallback: int
+    cap: int | None = None  # a page argument past its field's limit is refused, not served
 
     def value(self, variables: Mapping[str, Any]) -> int:
+        found = self._value(variables)
+        return found if self.cap is None else min(found, self.cap)
+
+    def _value(self, variables: Mapping[str, Any]) -> int:
         given = variables.get(self.variable)
         if given is None:
             return self.fallback

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from graphql import (
@@ -52,6 +53,9 @@ from schema.extensions._plan import Length, Plan, Size, evaluate, plus, times
 __all__ = ["CostAnalyzer", "CostLimit"]
 
 _PAGE_ARGUMENTS = ("first", "last")
+# No page of the schema holds more than this: a larger ``first`` is refused by
+# its field ("first must be between 1 and 50"), so it costs no more than this.
+_PAGE_CAP = 100
 _PLANS = 256
 
 
@@ -175,7 +179,10 @@ class _Compiler:
                 fallback = default
             for argument in node.arguments or ():
                 if argument.name.value == name:
-                    return self.size_of(argument.value, False, fallback)
+                    size = self.size_of(argument.value, False, fallback)
+                    if isinstance(size, Length):
+                        return replace(size, cap=_PAGE_CAP)
+                    return min(size, _PAGE_CAP)
             if fallback is not None:
                 return fallback
         return None

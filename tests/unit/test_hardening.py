@@ -580,3 +580,21 @@ def test_limits_read_from_the_graphql_section() -> None:
 def test_bad_limits_are_clear_config_errors(raw: Any, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         limits_from_mapping(raw)
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ('{ searchCustomers(text: "lee", first: 1000) { edges { node { id } } } }', None),
+        (
+            'query($n: Int!) { searchCustomers(text: "lee", first: $n) { edges { node { id } } } }',
+            {"n": 1000},
+        ),
+    ],
+)
+async def test_a_page_past_its_fields_limit_is_left_to_the_field_to_refuse(query, variables):
+    # The field refuses first > 50 itself ("first must be between 1 and 50"):
+    # the cost check must not answer for it with a cost nobody would pay.
+    result, context = await run(make_schema(), query, variables)
+    assert "QUERY_TOO_COSTLY" not in codes(result)
+    assert_ran(result, context)
