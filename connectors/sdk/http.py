@@ -366,9 +366,9 @@ class VendorClient:
                     answered()
             except httpx.TimeoutException as exc:
                 if not _is_timeout(exc):
-                    raise UpstreamUnavailable(
-                        f"{self.source} closed the connection", source=self.source
-                    ) from exc
+                    # httpx-aiohttp: a dropped connection, or one never made.
+                    what = "closed the connection" if _dropped(exc) else "could not be reached"
+                    raise UpstreamUnavailable(f"{self.source} {what}", source=self.source) from exc
                 raise UpstreamTimeout(
                     f"{self.source} did not answer in time", source=self.source
                 ) from exc

@@ -187,3 +187,19 @@ async def test_an_answer_cut_short_is_not_sent_again(transport):
     # The server had begun to answer: not a connection it had closed before.
     assert server.requests == 1
     assert outcomes(telemetry) == {"unavailable": 1}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_refused_connection_is_not_sent_again_and_says_so(transport):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    telemetry = Telemetry()
+    vendor = client(f"http://127.0.0.1:{port}", transport, telemetry)
+    try:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await vendor.get_json("/x", operation="op")
+    finally:
+        await vendor.aclose()
+    assert str(caught.value) == "acme could not be reached"
+    assert outcomes(telemetry) == {"unavailable": 1}
